@@ -1,0 +1,69 @@
+"""Model checkpoints: the toolkit's own format, and resolution of a name-or-path argument.
+
+A dsmn checkpoint is a dict {"format": "dsmn", "model_name", "model_kwargs", "state_dict", ...}; the
+trainer adds its own entries (optimiser, metrics, quantisation state) beside these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dsmn.models.original import load_original
+from dsmn.models.registry import available, create
+
+CHECKPOINT_FORMAT = "dsmn"
+
+
+def checkpoint_dict(model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """The float model as a dsmn checkpoint dict (extra entries are stored alongside)."""
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise ValueError("model has no model_name: build it with dsmn.models.create")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": name,
+        "model_kwargs": dict(getattr(model, "model_kwargs", {})),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the float network of a dsmn checkpoint dict, or of a state_dict in the authors' layout."""
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        model = create(checkpoint["model_name"], **checkpoint.get("model_kwargs", {}))
+        model.load_state_dict(checkpoint["state_dict"])
+        return model
+    return load_original(checkpoint)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt"):
+            if (path / candidate).is_file():
+                path = path / candidate
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+
+
+def load_model(name_or_path: str | Path) -> nn.Module:
+    """A registered model name -> a fresh network; a checkpoint file or run folder -> the trained one."""
+    if isinstance(name_or_path, str) and name_or_path in available():
+        return create(name_or_path)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ValueError(f"{name_or_path!r} is neither a model name ({', '.join(available())}) nor a file")
+    return model_from_checkpoint(read_checkpoint(path))

@@ -1,0 +1,64 @@
+"""Name -> builder registry: every network in the toolkit is built by `create(name)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered network and the input it expects.
+
+    `frontend` overrides the default log-mel settings (dsmn.features.FrontEndConfig fields) and
+    `deltas` says whether the delta channel is stacked on the log-mel, so the data pipeline can build
+    the right input for every family (the DCASE baseline CNN uses 40 bands from 40 ms frames).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    family: str
+    frontend: dict = field(default_factory=dict)
+    deltas: bool = True
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, family: str, description: str, frontend: dict | None = None, deltas: bool = True
+) -> Callable[[Callable[..., nn.Module]], Callable]:
+    """Decorator: register `builder` under `name` (a later registration with the same name is an error)."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, builder, description, family, dict(frontend or {}), deltas)
+        return builder
+
+    return wrap
+
+
+def create(name: str, **overrides) -> nn.Module:
+    """Build the registered network `name`; keyword overrides go to its builder (e.g. dropout)."""
+    try:
+        entry = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+    model = entry.builder(**overrides)
+    model.model_name = name
+    model.model_kwargs = dict(overrides)
+    return model
+
+
+def available(family: str | None = None) -> list[str]:
+    return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
+
+
+def entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
