@@ -1,0 +1,1 @@
+"""Evaluation as DCASE reports it."""
