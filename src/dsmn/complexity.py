@@ -1,5 +1,8 @@
 """DCASE Task 1 complexity accounting: parameters used in the forward pass, their memory at the
 stored dtype, and MACs for one 1-second clip counted the way the organisers do (torchinfo).
+
+Each registered network is measured on its own 1-s input (its registry entry's `input_shape`, which
+follows its front end: the DCASE baseline CNN sees 1 x 40 x 51); anything else on (1, 2, 256, 44).
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ class ComplexityReport:
         return out
 
 
+def clip_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """(1, channels, mel, frames) of one 1-s clip for `model`: its registry entry's, else the DSMN input."""
+    from dsmn.models.registry import available, entry
+
+    name = getattr(model, "model_name", None)
+    if name is not None and name in available():
+        return (1, *entry(name).input_shape)
+    return CLIP_INPUT_SHAPE
+
+
 def _executed_modules(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """Modules the forward pass actually calls (an unused block must not count)."""
     called: dict[int, nn.Module] = {}
@@ -65,9 +78,10 @@ def _executed_modules(model: nn.Module, example: torch.Tensor) -> list[nn.Module
     return list(called.values())
 
 
-def count_forward_params(model: nn.Module, input_shape: tuple[int, ...] = CLIP_INPUT_SHAPE) -> int:
-    """Number of distinct parameters owned by modules that the forward pass calls."""
-    example = torch.zeros(input_shape)
+def count_forward_params(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """Number of distinct parameters owned by modules that the forward pass calls (on one clip of
+    `input_shape`, by default the model's own 1-s input)."""
+    example = torch.zeros(input_shape or clip_input_shape(model))
     seen: set[int] = set()
     total = 0
     for module in _executed_modules(model, example):
@@ -82,12 +96,14 @@ def measure(
     model: nn.Module,
     *,
     dtype: str = "int8",
-    input_shape: tuple[int, ...] = CLIP_INPUT_SHAPE,
+    input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
 ) -> ComplexityReport:
-    """Complexity of `model` for one input of `input_shape`, parameters stored as `dtype`."""
+    """Complexity of `model` for one input of `input_shape` (default: the model's own 1-s clip,
+    see `clip_input_shape`), parameters stored as `dtype`."""
     if dtype not in BYTES_PER_PARAM:
         raise ValueError(f"dtype must be one of {', '.join(BYTES_PER_PARAM)}, got {dtype!r}")
+    input_shape = input_shape or clip_input_shape(model)
     was_training = model.training
     model.eval()
     try:

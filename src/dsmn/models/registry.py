@@ -15,6 +15,8 @@ class ModelEntry:
     `frontend` overrides the default log-mel settings (dsmn.features.FrontEndConfig fields) and
     `deltas` says whether the delta channel is stacked on the log-mel, so the data pipeline can build
     the right input for every family (the DCASE baseline CNN uses 40 bands from 40 ms frames).
+    `input_shape` is the resulting input of one 1-s clip, (channels, mel, frames): what complexity
+    is measured on.
     """
 
     name: str
@@ -23,6 +25,17 @@ class ModelEntry:
     family: str
     frontend: dict = field(default_factory=dict)
     deltas: bool = True
+    input_shape: tuple[int, int, int] = (2, 256, 44)
+
+
+def frontend_input_shape(
+    frontend: dict | None = None, deltas: bool = True, seconds: float = 1.0
+) -> tuple[int, int, int]:
+    """(channels, mel, frames) of the model input for a clip of `seconds` under these front-end overrides."""
+    from dsmn.features.frontend import FrontEndConfig
+
+    config = FrontEndConfig(**(frontend or {}))
+    return (2 if deltas else 1, config.n_mels, config.n_frames(round(config.sample_rate * seconds)))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -36,7 +49,8 @@ def register_model(
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, builder, description, family, dict(frontend or {}), deltas)
+        shape = frontend_input_shape(frontend, deltas)
+        _REGISTRY[name] = ModelEntry(name, builder, description, family, dict(frontend or {}), deltas, shape)
         return builder
 
     return wrap
