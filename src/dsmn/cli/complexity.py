@@ -48,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(reports) -> str:
-    head = f"{'model':<14} {'params':>9} {'bytes':>9} {'MACs':>12}  within limits"
+    width = max(len(r.model) for r in reports) + 1
+    head = f"{'model':<{width}} {'params':>9} {'bytes':>9} {'MACs':>12}  within limits"
     rows = [
-        f"{r.model:<14} {r.params:>9,} {r.param_bytes:>9,} {r.macs:>12,}  {'yes' if r.within_limits else 'NO'}"
+        f"{r.model:<{width}} {r.params:>9,} {r.param_bytes:>9,} {r.macs:>12,}  {'yes' if r.within_limits else 'NO'}"
         for r in reports
     ]
     return "\n".join([f"DCASE complexity ({reports[0].dtype} parameters, one 1-s clip)", head, *rows])
