@@ -1,0 +1,6 @@
+"""Synthetic TAU-format data (SPEC section 7): scenes built from sound sources, recorded by devices."""
+
+from dsmn.data.synth.plan import SIZES, Plan, make_plan
+from dsmn.data.synth.writer import SynthSummary, generate
+
+__all__ = ["SIZES", "Plan", "SynthSummary", "generate", "make_plan"]
