@@ -1,0 +1,148 @@
+"""Scene prediction for audio files of any format, rate, channel count and length.
+
+Each file is decoded to mono 44.1 kHz (the data path's `load_audio`), turned into a log-mel with the
+model's front end, and cut into 1-s windows (44 frames) as `dsmn.models.windowing` does: every 44
+frames, plus one window flush with the end when a tail is left over (so no window is padded); a file
+shorter than 1 s is zero-padded to 1 s. Each window is classified like a training clip; the clip's
+scene probabilities are the mean over its windows.
+Output: the DCASE Task 1 format, tab-separated `filename scene_label airport bus ... tram`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from dsmn.data import AudioError, load_audio
+from dsmn.deploy.inference import LoadedModel, softmax
+from dsmn.deploy.trained import network_input
+from dsmn.features import LogMel
+from dsmn.labels import NUM_SCENES, SCENES
+from dsmn.models.windowing import window_starts
+
+AUDIO_SUFFIXES = frozenset({"." + f.lower() for f in sf.available_formats()} | {".wav", ".flac", ".ogg", ".mp3",
+                                                                                 ".aif", ".aiff", ".opus"})
+
+
+@dataclass
+class FilePrediction:
+    filename: str
+    probabilities: np.ndarray  # (scenes,) mean over windows
+    windows: np.ndarray  # (windows, scenes)
+    window_starts_s: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FileFailure:
+    filename: str
+    reason: str
+
+
+def find_audio(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
+    """(path, name to report) for each file argument, and for each audio file under folder arguments
+    (recursive, sorted; names relative to the folder's parent, e.g. `audio/x.wav`). Files named
+    explicitly are always tried, whatever their suffix."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            for found in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
+                if not any(part.startswith(".") for part in found.relative_to(path).parts):
+                    yield found, str(found.relative_to(path.parent))
+        else:
+            yield path, str(path)
+
+
+class Predictor:
+    """Classifies audio files with a loaded model (torch or ONNX), batching windows across files."""
+
+    def __init__(self, model: LoadedModel, batch_size: int = 32) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.recipe = model.recipe
+        self.logmel = LogMel(self.recipe.frontend)
+        self.window_frames = self.recipe.frontend.n_frames(self.recipe.frontend.sample_rate)
+
+    def windows(self, samples: np.ndarray) -> tuple[torch.Tensor, list[int]]:
+        """(windows, n_mels, frames) raw log-mels of one decoded file, and each window's first frame."""
+        rate = self.recipe.frontend.sample_rate
+        if len(samples) < rate:
+            samples = np.concatenate([samples, np.zeros(rate - len(samples), dtype=np.float32)])
+        with torch.no_grad():
+            logmel = self.logmel(torch.from_numpy(samples))
+        starts = window_starts(logmel.shape[-1], self.window_frames, self.window_frames)
+        return torch.stack([logmel[:, s : s + self.window_frames] for s in starts]), starts
+
+    def scene_probabilities(self, logmels: torch.Tensor) -> np.ndarray:
+        x = network_input(logmels, self.recipe.deltas, self.recipe.delta_width)
+        out = [softmax(self.model.logits(x[i : i + self.batch_size])[:, :NUM_SCENES])
+               for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out)
+
+    def predict(
+        self, files: Sequence[tuple[Path, str]], progress: bool = False
+    ) -> Iterator[FilePrediction | FileFailure]:
+        """Results in file order; windows of several files share a batch."""
+        from tqdm import tqdm
+
+        pending: list[tuple[str, torch.Tensor, list[int], list[str]]] = []
+        pending_windows = 0
+        bar = tqdm(files, desc="predicting", unit="file", disable=not progress, file=sys.stderr)
+        for path, name in bar:
+            try:
+                samples, notes = load_audio(path, self.recipe.frontend.sample_rate, duration=None)
+                if len(samples) < self.recipe.frontend.sample_rate:
+                    notes.append(f"padded to 1 s (file is {len(samples) / self.recipe.frontend.sample_rate:.3f} s)")
+                logmels, starts = self.windows(samples)
+            except AudioError as error:
+                yield FileFailure(name, error.reason)
+                continue
+            except Exception as error:  # noqa: BLE001 - one odd file must not stop a folder of thousands
+                yield FileFailure(name, f"{type(error).__name__}: {error}")
+                continue
+            pending.append((name, logmels, starts, notes))
+            pending_windows += len(logmels)
+            if pending_windows >= self.batch_size:
+                yield from self._flush(pending)
+                pending, pending_windows = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, torch.Tensor, list[int], list[str]]]) -> Iterator[FilePrediction]:
+        if not pending:
+            return
+        probabilities = self.scene_probabilities(torch.cat([p[1] for p in pending]))
+        offset = 0
+        hop_s = self.recipe.frontend.hop_length / self.recipe.frontend.sample_rate
+        for name, logmels, starts, notes in pending:
+            windows = probabilities[offset : offset + len(logmels)]
+            offset += len(logmels)
+            yield FilePrediction(name, windows.mean(axis=0), windows, [s * hop_s for s in starts], notes)
+
+
+def header(classes: Sequence[str] = SCENES) -> list[str]:
+    return ["filename", "scene_label", *classes]
+
+
+def prediction_row(filename: str, probabilities: np.ndarray, classes: Sequence[str] = SCENES) -> list[str]:
+    return [filename, classes[int(np.argmax(probabilities))], *(f"{p:.6f}" for p in probabilities)]
+
+
+def write_predictions(path: str | Path | io.TextIOBase, filenames: Sequence[str], probabilities: np.ndarray,
+                      classes: Sequence[str] = SCENES) -> None:
+    """DCASE Task 1 output: tab-separated, one row per clip."""
+    handle = path if isinstance(path, io.TextIOBase) else open(path, "w", newline="")  # noqa: SIM115
+    try:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(header(classes))
+        for name, p in zip(filenames, probabilities, strict=True):
+            writer.writerow(prediction_row(name, p, classes))
+    finally:
+        if handle is not path:
+            handle.close()

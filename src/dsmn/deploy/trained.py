@@ -1,0 +1,111 @@
+"""A trained model as the deployment tools need it: network, float twin, front end and input recipe.
+
+evaluate, export and predict all start from `load_trained(checkpoint or run folder)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dsmn import models
+from dsmn.features import FrontEndConfig, deltas, standardize
+from dsmn.quantization import QATConfig, prepare_qat
+
+CHECKPOINT_CANDIDATES = ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
+
+
+@dataclass
+class TrainedModel:
+    """`model` is in eval mode: the QAT network when the checkpoint holds one, else the float one."""
+
+    model: nn.Module
+    float_model: nn.Module
+    is_qat: bool
+    model_name: str
+    frontend: FrontEndConfig
+    deltas: bool
+    checkpoint: dict[str, Any]
+    path: Path
+    delta_width: int = 5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def network_input(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) raw log-mel -> the network input (deltas, per-clip standardisation)."""
+        return network_input(logmel, self.deltas, self.delta_width)
+
+    def input_settings(self) -> dict[str, Any]:
+        """Everything a deployment needs to rebuild the input from audio."""
+        return {
+            "frontend": {f.name: getattr(self.frontend, f.name) for f in fields(FrontEndConfig)},
+            "deltas": self.deltas,
+            "delta_width": self.delta_width,
+            "standardize": "per clip and channel over (mel, frames): zero mean, unit std, std floored at 1e-5",
+        }
+
+
+def network_input(logmel: torch.Tensor, use_deltas: bool, delta_width: int = 5) -> torch.Tensor:
+    """The recipe's input: [log-mel, deltas] (or log-mel alone), each standardised per clip."""
+    if logmel.dim() == 2:
+        logmel = logmel.unsqueeze(0)
+    channels = [logmel, deltas(logmel, delta_width)] if use_deltas else [logmel]
+    return standardize(torch.stack(channels, dim=1))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in CHECKPOINT_CANDIDATES:
+            if (path / candidate).is_file():
+                return path / candidate
+        raise FileNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint or run folder")
+    return path
+
+
+def frontend_from(settings: dict[str, Any] | None, model_name: str) -> FrontEndConfig:
+    """The checkpoint's recorded front end, else the one the model's registry entry asks for."""
+    if settings is None:
+        settings = models.entry(model_name).frontend if model_name in models.available() else {}
+    known = {f.name for f in fields(FrontEndConfig)}
+    return FrontEndConfig(**{k: v for k, v in settings.items() if k in known})
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a dsmn checkpoint (or the authors' state_dict) for inference.
+
+    QAT checkpoints (`"qat"` + `"qat_state_dict"`) give the QAT network with its calibrated
+    observers; `float_model` is always the plain float network.
+    """
+    checkpoint_path = resolve_checkpoint(path)
+    checkpoint = models.read_checkpoint(checkpoint_path)
+    float_model = models.model_from_checkpoint(checkpoint)
+    name = getattr(float_model, "model_name", None) or checkpoint.get("model_name") or "model1"
+    model: nn.Module = float_model
+    is_qat = "qat_state_dict" in checkpoint
+    if is_qat:
+        config = QATConfig.from_dict(checkpoint.get("qat") or {})
+        config.enabled = True
+        model = prepare_qat(float_model, config)
+        model.load_state_dict(checkpoint["qat_state_dict"])
+    model.to(device).eval()
+    float_model.eval()
+    entry_deltas = models.entry(name).deltas if name in models.available() else True
+    train_config = checkpoint.get("config") or {}
+    return TrainedModel(
+        model=model,
+        float_model=float_model,
+        is_qat=is_qat,
+        model_name=name,
+        frontend=frontend_from(checkpoint.get("frontend"), name),
+        deltas=bool(checkpoint.get("deltas", entry_deltas)),
+        checkpoint=checkpoint,
+        path=checkpoint_path,
+        delta_width=int(train_config.get("delta_width", 5)),
+    )

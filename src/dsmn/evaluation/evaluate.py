@@ -1,0 +1,92 @@
+"""Evaluate a float, QAT or exported (ONNX) model on a labelled split, the way DCASE reports it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dsmn.data import Clip
+from dsmn.deploy.data import logmel_batches, open_features, split_clips, split_name
+from dsmn.deploy.inference import LoadedModel, load_for_inference, softmax
+from dsmn.deploy.trained import network_input
+from dsmn.evaluation import metrics
+from dsmn.labels import NUM_SCENES, SCENES
+
+__all__ = ["Evaluation", "evaluate", "load_for_inference", "scene_probabilities", "score"]
+
+
+@dataclass
+class Evaluation:
+    model: str
+    kind: str
+    split: str
+    clips: int
+    accuracy: float
+    macro_accuracy: float
+    log_loss: float
+    per_class: list[dict] = field(default_factory=list)
+    per_device: list[dict] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """{model, kind, split, summary: {clips, accuracy, macro_accuracy, log_loss}, classes, devices}."""
+        return {
+            "model": self.model, "kind": self.kind, "split": self.split,
+            "summary": {"clips": self.clips, "accuracy": self.accuracy, "macro_accuracy": self.macro_accuracy,
+                        "log_loss": self.log_loss},
+            "classes": self.per_class, "devices": self.per_device,
+        }
+
+
+def score(probabilities: np.ndarray, targets: np.ndarray, devices: Sequence[str | None], *, model: str = "",
+          kind: str = "", split: str = "") -> Evaluation:
+    """DCASE metrics: overall, per class (accuracy, log loss) and per device and device group."""
+    per_class = []
+    class_accuracy = metrics.class_wise_accuracy(probabilities, targets)
+    for c, name in enumerate(SCENES):
+        mask = targets == c
+        per_class.append({
+            "name": name, "count": int(mask.sum()), "accuracy": float(class_accuracy[c]),
+            "log_loss": metrics.log_loss(probabilities[mask], targets[mask]) if mask.any() else float("nan"),
+        })
+    per_device = [asdict(s) for s in metrics.score_devices(probabilities, targets, devices)]
+    return Evaluation(
+        model=model, kind=kind, split=split, clips=len(targets),
+        accuracy=metrics.accuracy(probabilities, targets),
+        macro_accuracy=metrics.macro_accuracy(probabilities, targets),
+        log_loss=metrics.log_loss(probabilities, targets),
+        per_class=per_class, per_device=per_device,
+        confusion=metrics.confusion_matrix(probabilities, targets).tolist(),
+    )
+
+
+def scene_probabilities(loaded: LoadedModel, logmels, batch_size: int = 256) -> np.ndarray:
+    """Softmax over the scene logits, one row per clip."""
+    rows = []
+    for logmel in logmels:
+        x = network_input(logmel, loaded.recipe.deltas, loaded.recipe.delta_width)
+        for start in range(0, len(x), batch_size):
+            rows.append(softmax(loaded.logits(x[start : start + batch_size])[:, :NUM_SCENES]))
+    return np.concatenate(rows) if rows else np.zeros((0, NUM_SCENES))
+
+
+def evaluate(
+    loaded: LoadedModel, data: str | Path, split: str = "evaluate", cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[Evaluation, list[Clip], np.ndarray]:
+    """Score `loaded` on a labelled split; also returns the clips and their probabilities."""
+    dataset, clips = split_clips(data, split)
+    if not clips:
+        raise ValueError(f"split {split!r} of {data} is empty")
+    if any(c.scene is None for c in clips):
+        raise ValueError(f"split {split!r} has unlabelled clips: evaluate needs labels (use `dsmn predict`)")
+    cache = open_features(dataset, loaded.recipe.frontend, cache_dir, progress=progress)
+    usable = cache.usable(clips)
+    probabilities = scene_probabilities(loaded, logmel_batches(cache, usable))
+    targets = np.array([c.scene_id for c in usable])
+    result = score(probabilities, targets, [c.device for c in usable], model=loaded.name, kind=loaded.kind,
+                   split=split_name(split))
+    return result, usable, probabilities

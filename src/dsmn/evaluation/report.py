@@ -1,0 +1,110 @@
+"""Write an evaluation as Markdown, CSV, JSON and a confusion-matrix picture."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from dsmn.evaluation.evaluate import Evaluation
+from dsmn.labels import SCENES
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _num(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _row(r: dict) -> str:
+    return f"| {r['name']} | {r['count']} | {_pct(r['accuracy'])} | {_num(r['log_loss'])} |"
+
+
+def markdown(result: Evaluation) -> str:
+    lines = [
+        f"# {result.model} ({result.kind}) on {result.split}: {result.clips} clips",
+        "",
+        f"- accuracy: {_pct(result.accuracy)} %",
+        f"- macro class-wise accuracy (DCASE ranking metric): {_pct(result.macro_accuracy)} %",
+        f"- log loss: {_num(result.log_loss)}",
+        "",
+        "## Per class",
+        "",
+        "| scene | clips | accuracy % | log loss |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [_row(r) for r in result.per_class]
+    lines += ["", "## Per device", "", "| device | clips | accuracy % | log loss |", "|---|---:|---:|---:|"]
+    lines += [_row(r) for r in result.per_device]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", "count", "accuracy", "log_loss"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def summary_json(result: Evaluation) -> str:
+    return json.dumps(_json_safe(result.summary()), indent=2)
+
+
+def confusion_png(result: Evaluation, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(result.confusion, dtype=float)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(8, 7))
+    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(SCENES)), SCENES, rotation=60, ha="right")
+    axes.set_yticks(range(len(SCENES)), SCENES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for i in range(len(SCENES)):
+        for j in range(len(SCENES)):
+            if counts[i, j]:
+                axes.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                          color="white" if rates[i, j] > 0.5 else "black")
+    axes.set_title(f"{result.model} ({result.kind}), {result.split}: accuracy {_pct(result.accuracy)} %")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(result: Evaluation, folder: Path) -> dict[str, Path]:
+    """summary.md, summary.json, per_class.csv, per_device.csv, confusion.png in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": folder / "summary.md",
+        "json": folder / "summary.json",
+        "per_class": folder / "per_class.csv",
+        "per_device": folder / "per_device.csv",
+        "confusion": folder / "confusion.png",
+    }
+    paths["markdown"].write_text(markdown(result))
+    full = _json_safe({**result.summary(), "confusion": result.confusion, "confusion_order": list(SCENES)})
+    paths["json"].write_text(json.dumps(full, indent=2))
+    _write_csv(paths["per_class"], result.per_class)
+    _write_csv(paths["per_device"], result.per_device)
+    confusion_png(result, paths["confusion"])
+    return paths
