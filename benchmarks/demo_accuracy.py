@@ -1,0 +1,127 @@
+"""Demo accuracy: model1 trained with configs/demo.yaml on `dsmn synth --size demo` data.
+
+Target: >= 60 % fold1_evaluate accuracy of the QAT (simulated int8) model, trained in <= 10 minutes
+on 2 CPU cores. The feature cache is built first and timed apart; the best checkpoint is then
+reloaded from disk (dsmn.deploy.load_trained) and scored on fold1_evaluate, overall, macro and per
+device group.
+
+    python benchmarks/demo_accuracy.py [--data DIR] [--out RUN_DIR] [--threads 2] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsmn.data import load_dataset
+from dsmn.evaluation.metrics import accuracy, macro_accuracy, score_groups
+from dsmn.training import load_config, train
+from dsmn.training.data import clip_table, frontend_for, open_cache, take_rows
+
+DEVICE_GROUPS: dict[str, tuple[str, ...]] = {
+    "a": ("a",), "b/c": ("b", "c"), "s1-s3": ("s1", "s2", "s3"), "s4-s6 (unseen)": ("s4", "s5", "s6"),
+}
+TARGET_ACCURACY = 0.60
+BUDGET_SECONDS = 600
+
+
+def ensure_demo_data(path: str | None, seed: int = 0) -> Path:
+    """The given dataset folder, or demo data generated once into the temp folder."""
+    if path:
+        return Path(path)
+    from dsmn.data.synth import generate
+
+    root = Path(tempfile.gettempdir()) / f"dsmn-demo-seed{seed}"
+    if not (root / "meta.csv").is_file():
+        print(f"generating demo TAU-format data in {root} ...", flush=True)
+        generate(root, "demo", seed=seed)
+    return root
+
+
+def build_cache(data: Path, model: str = "model1") -> float:
+    """Build (or reuse) the feature cache; returns the seconds it took."""
+    from dsmn import models
+
+    start = time.perf_counter()
+    open_cache(load_dataset(data), frontend_for(models.entry(model).frontend), progress=True)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def score_run(run_dir: Path, data: Path, split: str = "evaluate") -> dict[str, Any]:
+    """Accuracy of a run's best checkpoint (its QAT network when it has one), reloaded from disk."""
+    from dsmn.deploy import load_trained
+
+    trained = load_trained(run_dir)
+    dataset = load_dataset(data)
+    clips = dataset.split(split)
+    cache = open_cache(dataset, trained.frontend, progress=False)
+    table = clip_table(clips, cache.rows(clips))
+    probabilities = []
+    for start in range(0, len(table), 256):
+        rows = table.rows[start:start + 256]
+        logmel = torch.from_numpy(take_rows(cache.logmels, rows).astype(np.float32))
+        logits = trained.model(trained.network_input(logmel))
+        probabilities.append(torch.softmax(logits[:, :10].float(), dim=1).numpy())
+    p = np.concatenate(probabilities)
+    groups = [next((g for g, members in DEVICE_GROUPS.items() if d in members), "") for d in table.devices]
+    scores = {s.name: s.accuracy for s in score_groups(p, table.scene_ids, groups, list(DEVICE_GROUPS))}
+    return {"accuracy": accuracy(p, table.scene_ids), "macro_accuracy": macro_accuracy(p, table.scene_ids),
+            "devices": scores, "qat": trained.is_qat, "epoch": trained.checkpoint.get("epoch"),
+            "clips": len(table)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="demo dataset folder (default: generate it in the temp folder)")
+    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "dsmn-demo-run"))
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="config override")
+    parser.add_argument("--report", help="also write the report (Markdown) to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = ensure_demo_data(args.data)
+    cache_seconds = build_cache(data)
+    config = load_config(args.config, [f"threads={args.threads}", "device=cpu", *args.set])
+    start = time.perf_counter()
+    result = train(config, data, args.out, overwrite=True)
+    train_seconds = time.perf_counter() - start
+    scores = score_run(Path(args.out), data)
+    devices = " | ".join(f"{scores['devices'].get(g, float('nan')):.3f}" for g in DEVICE_GROUPS)
+    ok_accuracy = scores["accuracy"] >= TARGET_ACCURACY
+    ok_time = train_seconds <= BUDGET_SECONDS
+    report = "\n".join([
+        f"## Demo accuracy (model1, config {args.config}, {args.threads} threads)",
+        "",
+        f"data {data}: {len(load_dataset(data).split('train'))} training clips, {scores['clips']} fold1_evaluate clips",
+        f"feature cache: {cache_seconds:.0f} s; training ({config.epochs} epochs incl. validation): "
+        f"{train_seconds:.0f} s (budget {BUDGET_SECONDS} s: {'ok' if ok_time else 'OVER'})",
+        f"best epoch {result.best_epoch + 1 if result.best_epoch is not None else '-'}, reloaded "
+        f"{'QAT (fake-quant int8)' if scores['qat'] else 'float'} model",
+        "",
+        "| accuracy | macro | " + " | ".join(DEVICE_GROUPS) + " |",
+        "|---" * (2 + len(DEVICE_GROUPS)) + "|",
+        f"| {scores['accuracy']:.3f} | {scores['macro_accuracy']:.3f} | {devices} |",
+        "",
+        f"target >= {TARGET_ACCURACY:.0%}: {'reached' if ok_accuracy else 'NOT reached'}",
+        "",
+        "per epoch (validation accuracy): " + ", ".join(f"{r['val_accuracy']:.3f}" for r in result.history),
+    ])
+    print(report)
+    if args.report:
+        Path(args.report).write_text(report + "\n", encoding="utf-8")
+    (Path(args.out) / "demo_accuracy.json").write_text(json.dumps(
+        {"scores": scores, "train_seconds": train_seconds, "cache_seconds": cache_seconds}, indent=2))
+    return 0 if ok_accuracy else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

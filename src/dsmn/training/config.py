@@ -1,0 +1,274 @@
+"""Training configuration: YAML files with a `base:` chain, dotted overrides, typed sections.
+
+A config file names the file it extends (`base: dcase2023.yaml`) and lists only what differs, so the
+paper's recipe is written once and every model, demo or ablation config is a few lines of data.
+Names without a folder resolve to the YAMLs shipped in `dsmn/configs` (the repo's `configs/`).
+The dataclass defaults below are the DCASE 2023 recipe too, so a partial config is always complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+MULTITASK_MODES = ("pcgrad", "sum", "off")
+PCGRAD_MODES = ("full", "shared-representation")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "radam"  # radam | adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    implementation: str = "foreach"  # foreach | fused | loop (fused only where torch supports it)
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-epoch learning rate: linear warm-up from `warmup_lr`, then cosine down to `min_lr`."""
+
+    warmup_epochs: int = 5
+    warmup_lr: float = 5e-5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class MixupConfig:
+    """One lambda ~ Beta(alpha, alpha) per batch; from `late_epoch` on only `late_fraction` of the batch."""
+
+    enabled: bool = True
+    alpha: float = 0.2
+    late_epoch: int = 60
+    late_fraction: float = 0.5
+
+
+@dataclass
+class SpectrumCorrectionConfig:
+    """Add a stored device response (other device - device a) to device-a clips, per batch with `probability`."""
+
+    enabled: bool = True
+    probability: float = 12 / 13
+    reference_device: str = "a"
+
+
+@dataclass
+class SpecAugmentConfig:
+    """Zero `time_stripes` frame stripes and `freq_stripes` bin stripes of width 0..max_width per clip."""
+
+    enabled: bool = True
+    time_stripes: int = 2
+    freq_stripes: int = 2
+    max_width: int = 1
+
+
+@dataclass
+class MultitaskConfig:
+    """pcgrad: 10-scene + 3-coarse losses combined by PCGrad; sum: one summed loss; off: scene loss only.
+
+    `pcgrad: full` projects gradients over every parameter (two backward passes, faithful);
+    `shared-representation` projects at the embedding and back-propagates the trunk once (faster).
+    """
+
+    mode: str = "pcgrad"
+    pcgrad: str = "full"
+    coarse_weight: float = 1.0  # `sum` mode only: loss = scene + coarse_weight * coarse
+
+
+@dataclass
+class QATSectionConfig:
+    """Quantisation-aware training. Keys other than these go to dsmn.quantization.QATConfig
+    (observer_momentum, freeze_observers_epoch, freeze_bn_epoch); they are kept in `options`.
+
+    `float_until_start`: train the plain float network before `start_epoch` (faster) instead of
+    preparing it at epoch 0 with fake quantisation off until `start_epoch`.
+    """
+
+    enabled: bool = True
+    start_epoch: int = 0
+    float_until_start: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    train_split: str = "train"
+    val_split: str = "evaluate"
+    subset: str | None = None  # e.g. split25: train on a DCASE 2024 subset instead of train_split
+    cache_dir: str | None = None  # default: the feature cache's own default location
+    preload: str = "auto"  # auto | always | never: hold the training log-mels in (device) memory
+    preload_limit_gb: float = 4.0  # `auto` preloads below this size
+    workers: int = 0  # threads reading cache rows ahead of the step (memmap path)
+    val_batch_size: int = 256
+    val_max_clips: int | None = None  # validate on an evenly spread subset (quick experiments, smoke tests)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "model1"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)
+    channels_last: bool = True
+    deltas: bool | None = None  # None: what the model's registry entry says
+    delta_width: int = 5
+    regularization_weight: float = 1.0  # weight of dsmn.models.regularization_loss(model), if defined
+    drop_last: bool = True
+    max_batches_per_epoch: int | None = None  # cut epochs short (smoke tests, benchmarks); None: whole epochs
+    progress: bool = True  # tqdm bars (epochs and batches)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    spectrum_correction: SpectrumCorrectionConfig = field(default_factory=SpectrumCorrectionConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    qat: QATSectionConfig = field(default_factory=QATSectionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        if self.multitask.mode not in MULTITASK_MODES:
+            raise ValueError(f"multitask.mode must be one of {MULTITASK_MODES}, got {self.multitask.mode!r}")
+        if self.multitask.pcgrad not in PCGRAD_MODES:
+            raise ValueError(f"multitask.pcgrad must be one of {PCGRAD_MODES}, got {self.multitask.pcgrad!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+        if not 0.0 <= self.spectrum_correction.probability <= 1.0:
+            raise ValueError("spectrum_correction.probability must lie in [0, 1]")
+        if self.data.preload not in ("auto", "always", "never"):
+            raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A path, or a bare name (`model1`, `model1.yaml`) of a shipped config."""
+    path = Path(name)
+    candidates = [path]
+    if relative_to is not None and not path.is_absolute():
+        candidates.insert(0, relative_to / path)
+    if path.suffix == "" and len(path.parts) == 1:
+        candidates.append(CONFIG_DIR / f"{path}.yaml")
+    candidates.append(CONFIG_DIR / path.name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"config {name!r} not found (shipped configs: {shipped})")
+
+
+def read_config_dict(name: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The merged dict of a config file and its `base:` chain (the file's own keys win)."""
+    path = resolve_config_path(name, _seen[-1].parent if _seen else None)
+    if path in _seen:
+        raise ValueError(f"config {path} extends itself through its base chain")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return deep_merge(read_config_dict(base, (*_seen, path)), data)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in _OPAQUE_KEYS:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_OPAQUE_KEYS = ("model_kwargs",)  # replaced whole: kwargs of one model make no sense for another
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["mixup.enabled=false", "epochs=3"]` -> nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key.sub=value")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(text)
+    return out
+
+
+def load_config(
+    name: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> TrainConfig:
+    """Read a config (default: the DCASE 2023 recipe for model1), apply overrides, check it."""
+    data = read_config_dict(name) if name is not None else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    data = copy.deepcopy(data)
+    if isinstance(data.get("qat"), dict):  # QATConfig settings written beside enabled / start_epoch
+        own = {f.name for f in fields(QATSectionConfig)}
+        qat = data["qat"]
+        extra = {k: qat.pop(k) for k in list(qat) if k not in own}
+        qat["options"] = {**qat.get("options", {}), **extra}
+    return _build(TrainConfig, data, "").validate()
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                         f"expected among {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where}{key} must be a mapping")
+            kwargs[key] = _build(hint, value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Numbers written as fractions ("12/13"), `1e-3` strings or ints where floats are expected become floats."""
+    text = str(hint)
+    if value is None:
+        return None
+    if "float" in text and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except ValueError:
+            raise ValueError(f"config key {key}: {value!r} is not a number") from None
+    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if text.startswith("int") and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

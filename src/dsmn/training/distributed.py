@@ -1,0 +1,102 @@
+"""Data-parallel training under torchrun: process group, device per process, gradient averaging.
+
+How gradients are synchronised:
+- `multitask: sum | off` use DistributedDataParallel as usual: one loss.backward(), DDP's hooks
+  all-reduce the gradients while the backward pass runs.
+- PCGrad needs each task's gradient on its own, so the forward runs under `ddp.no_sync()` (DDP's
+  reducer stays idle) and the task gradients are taken with torch.autograd.grad, which never fires
+  DDP's hooks. The trainer then averages them across processes itself, flattened into one buffer
+  (one all-reduce per step) BEFORE the projection, so every process projects the same global-batch
+  gradients and applies the same update: PCGrad on N processes equals PCGrad on the whole batch.
+DDP still broadcasts BatchNorm running statistics and observer buffers from rank 0 at every forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def average_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """In-place mean over processes (no-op in a single process)."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+            tensor /= self.world_size
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast_object(self, value: object) -> object:
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as trained: DDP around it when several processes share the work."""
+        if not self.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)  # buffers follow rank 0
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        no_sync = getattr(model, "no_sync", None)
+        return no_sync() if no_sync is not None else contextlib.nullcontext()
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto`: the GPU of this process when CUDA is available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup(device_name: str = "auto") -> Distributed:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on the CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+    return Distributed(rank, world_size, local_rank, device)
+
+
+def teardown(context: Distributed) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,81 @@
+"""From a raw log-mel batch to the network's input and soft targets, in the recipe's order.
+
+spectrum correction (raw log-mel, device-a clips) -> deltas + per-clip standardisation ->
+SpecAugment -> mixup (features and both soft targets, one lambda per batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dsmn.features import deltas as delta_features
+from dsmn.features import standardize
+from dsmn.training.augment import mixup, soft_targets, spec_augment, spectrum_correction
+from dsmn.training.config import TrainConfig
+from dsmn.training.data import RawBatch
+from dsmn.training.schedule import mixup_fraction
+
+
+def network_input(logmel: torch.Tensor, use_deltas: bool, delta_width: int = 5) -> torch.Tensor:
+    """(B, mel, T) raw log-mel -> (B, 2 or 1, mel, T): [log-mel, deltas] or log-mel, standardised per clip."""
+    channels = [logmel, delta_features(logmel, delta_width)] if use_deltas else [logmel]
+    return standardize(torch.stack(channels, dim=1))
+
+
+@dataclass
+class EpochRandomness:
+    """The data path's random sources for one epoch of one process, derived from (seed, epoch, rank)."""
+
+    host: np.random.Generator
+    device: torch.Generator
+
+    @classmethod
+    def create(cls, seed: int, epoch: int, rank: int, device: torch.device) -> EpochRandomness:
+        sequence = np.random.SeedSequence([seed, epoch, rank, 0xA06])
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(sequence.generate_state(1, np.uint64)[0] >> 1))
+        return cls(np.random.default_rng(sequence), generator)
+
+
+class TrainingInputs:
+    """Applies the recipe's augmentations to raw batches; every part switchable by the config."""
+
+    def __init__(self, config: TrainConfig, use_deltas: bool, correction: torch.Tensor | None) -> None:
+        self.config = config
+        self.use_deltas = use_deltas
+        self.correction = correction  # (pairs, mel) device responses, or None
+        self.channels_last = config.channels_last
+
+    def __call__(
+        self, batch: RawBatch, epoch: int, rng: EpochRandomness
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.config
+        logmel = batch.logmel
+        if c.spectrum_correction.enabled and self.correction is not None:
+            logmel = spectrum_correction(logmel, batch.is_reference, self.correction,
+                                         probability=c.spectrum_correction.probability, host_rng=rng.host,
+                                         generator=rng.device)
+        x = network_input(logmel, self.use_deltas, c.delta_width)
+        if c.specaugment.enabled:
+            x = spec_augment(x, time_stripes=c.specaugment.time_stripes, freq_stripes=c.specaugment.freq_stripes,
+                             max_width=c.specaugment.max_width, generator=rng.device)
+        scene, coarse = soft_targets(batch.scene_ids)
+        fraction = mixup_fraction(epoch, c.mixup)
+        if fraction > 0:
+            lam = float(rng.host.beta(c.mixup.alpha, c.mixup.alpha))
+            x, (scene, coarse) = mixup(x, (scene, coarse), lam=lam, fraction=fraction, generator=rng.device)
+        return to_layout(x, self.channels_last), scene, coarse
+
+
+def to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The input in the memory layout the network runs fastest on.
+
+    The DSMN networks transpose (B, C, mel, T) to (B, C, T, mel) first; storing the input time-major
+    with channels innermost makes that transposed view channels-last without a copy.
+    """
+    if not channels_last:
+        return x
+    return x.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)

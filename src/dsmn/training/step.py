@@ -1,0 +1,167 @@
+"""One optimisation step of the multi-task recipe: forward, losses, (PCGrad) backward, optimiser step.
+
+Read `train_step` top to bottom; the rest of this module is what it calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsmn.models import split_logits
+from dsmn.training.distributed import Distributed, unwrap
+from dsmn.training.pcgrad import flatten, pcgrad
+
+
+@dataclass
+class StepSettings:
+    """What a step needs besides the model and the batch (built once per run)."""
+
+    multitask: str  # pcgrad | sum | off
+    pcgrad: str  # full | shared-representation
+    params: list[nn.Parameter]
+    coarse_weight: float = 1.0
+    regularization_weight: float = 0.0
+    penalty: nn.Module | None = None  # the float network, when one of its modules defines a penalty
+    head: nn.Module | None = None  # for shared-representation PCGrad: the head that reads the embedding
+    dist: Distributed = field(default_factory=Distributed)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft (mixed) targets, averaged over the batch."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    scene_target: torch.Tensor,
+    coarse_target: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    s: StepSettings,
+) -> torch.Tensor:
+    """One step; returns [scene loss, coarse loss, penalty, scene accuracy] as a detached tensor."""
+    use_pcgrad = s.multitask == "pcgrad"
+    shared_rep = use_pcgrad and s.pcgrad == "shared-representation"
+    # PCGrad takes its gradients with autograd.grad and averages them across processes itself,
+    # so DDP's own gradient synchronisation stays off for its forward (see training.distributed)
+    sync = s.dist.no_sync(model) if use_pcgrad else contextlib.nullcontext()
+    with sync, capture_representation(model, s.head) if shared_rep else contextlib.nullcontext() as captured:
+        logits = model(x)
+    scene_logits, coarse_logits = split_logits(logits)
+    scene_loss = soft_cross_entropy(scene_logits, scene_target)
+    coarse_loss = soft_cross_entropy(coarse_logits, coarse_target)
+    penalty = penalty_term(s)
+
+    if not use_pcgrad:
+        loss = scene_loss + (s.coarse_weight * coarse_loss if s.multitask == "sum" else 0.0)
+        (loss + penalty if penalty is not None else loss).backward()
+    else:
+        if shared_rep:
+            update = shared_representation_update(captured[0], (scene_loss, coarse_loss), s)
+            s.dist.average_(update)
+        else:  # faithful: two backward passes over every parameter, one graph (retain_graph for the first)
+            task_grads = torch.stack([
+                flatten(torch.autograd.grad(scene_loss, s.params, retain_graph=True, allow_unused=True), s.params),
+                flatten(torch.autograd.grad(coarse_loss, s.params, allow_unused=True), s.params),
+            ])
+            s.dist.average_(task_grads)  # one all-reduce, before the projection: global-batch PCGrad
+            update = pcgrad(task_grads.unbind())
+        if penalty is not None:  # the regulariser joins the merged (shared) update
+            update += flatten(torch.autograd.grad(penalty, s.params, allow_unused=True), s.params)
+        set_gradients(update, s.params)
+
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        accuracy = (scene_logits.argmax(1) == scene_target.argmax(1)).float().mean()
+        return torch.stack([scene_loss.detach(), coarse_loss.detach(),
+                            penalty.detach() if penalty is not None else torch.zeros_like(accuracy), accuracy])
+
+
+def penalty_term(s: StepSettings) -> torch.Tensor | None:
+    """weight * dsmn.models.regularization_loss(model) for networks that define one, else None."""
+    if s.penalty is None or s.regularization_weight == 0:
+        return None
+    return s.regularization_weight * regularization_loss(s.penalty)
+
+
+def regularization_loss(model: nn.Module) -> torch.Tensor:
+    import dsmn.models as models
+
+    function = getattr(models, "regularization_loss", None)
+    if function is None:
+        from dsmn.models.regularization import regularization_loss as function
+    return function(model)
+
+
+def has_penalty(model: nn.Module) -> bool:
+    return any(callable(getattr(m, "regularization_loss", None)) for m in model.modules())
+
+
+def set_gradients(flat: torch.Tensor, params: list[nn.Parameter]) -> None:
+    """Hand a flat update to the optimiser: each .grad becomes a view into `flat` (no copies)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view(p.shape)
+        offset += n
+
+
+# --- PCGrad on the shared representation (the faster variant) ----------------------------------
+
+
+@contextlib.contextmanager
+def capture_representation(model: nn.Module, head: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """Record the tensor the head's first layer reads (the shared embedding) during a forward."""
+    if head is None:
+        raise ValueError("multitask.pcgrad=shared-representation needs a network with a `head` module")
+    consumer = representation_consumer(unwrap(model), head)
+    captured: list[torch.Tensor] = []
+    handle = consumer.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def representation_consumer(net: nn.Module, head: nn.Module) -> nn.Module:
+    """The module that runs the head's first layer: the layer itself, or a QAT wrapper holding it."""
+    first = next(m for m in head.modules() if any(True for _ in m.parameters(recurse=False)))
+    for module in net.modules():
+        for value in vars(module).values():
+            if isinstance(value, tuple) and any(v is first for v in value):
+                return module
+    return first
+
+
+def shared_representation_update(
+    representation: torch.Tensor, losses: tuple[torch.Tensor, ...], s: StepSettings
+) -> torch.Tensor:
+    """PCGrad on [d loss / d embedding, head gradients] per task, then ONE backward through the trunk.
+
+    Embedding elements are shared by both tasks (averaged); head elements follow the elementwise
+    rule. The trunk receives the merged embedding gradient: a single backward pass instead of two.
+    """
+    head_ids = {id(p) for p in s.head.parameters()}
+    head = [p for p in s.params if id(p) in head_ids]
+    trunk = [p for p in s.params if id(p) not in head_ids]
+    vectors = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, [representation, *head], retain_graph=True, allow_unused=True)
+        vectors.append(torch.cat([grads[0].reshape(-1), flatten(grads[1:], head)]))
+    merged = pcgrad(vectors)
+    size = representation.numel()
+    trunk_grads = torch.autograd.grad(representation, trunk, grad_outputs=merged[:size].view_as(representation),
+                                      allow_unused=True)
+    by_param = {id(p): g for p, g in zip(trunk, trunk_grads, strict=True)}
+    offset = size
+    for p in head:
+        by_param[id(p)] = merged[offset:offset + p.numel()]
+        offset += p.numel()
+    return flatten([by_param[id(p)] for p in s.params], s.params)

@@ -1,0 +1,342 @@
+"""`train`: the DSMN recipe end to end, from a dataset folder to a run folder.
+
+RUN_DIR/
+  config.yaml            the resolved configuration
+  checkpoints/best.pt    lowest validation loss so far;  checkpoints/last.pt  end of the last epoch
+  metrics.csv, metrics.json, curves.png, tensorboard/
+
+The epoch loop is below in one piece: schedule -> batches -> augmentations -> `train_step` ->
+validation -> checkpoints. A killed run continues with `resume=True` from last.pt and ends exactly
+where an uninterrupted run would (data order and augmentation draws are functions of seed and epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsmn import models
+from dsmn.data import load_dataset
+from dsmn.training import checkpoints
+from dsmn.training.augment import correction_vectors
+from dsmn.training.config import TrainConfig, config_from_dict, deep_merge, save_config
+from dsmn.training.data import (
+    BatchReader,
+    ClipTable,
+    LogMelRows,
+    clip_table,
+    epoch_batches,
+    frontend_for,
+    open_cache,
+    parallel_rows,
+    take_rows,
+)
+from dsmn.training.distributed import Distributed, setup, teardown
+from dsmn.training.logbook import Logbook
+from dsmn.training.pipeline import EpochRandomness, TrainingInputs
+from dsmn.training.qat import QATSchedule
+from dsmn.training.schedule import EpochLR
+from dsmn.training.step import StepSettings, has_penalty, train_step
+from dsmn.training.validation import predict_probabilities, validation_metrics
+
+
+class RunExistsError(RuntimeError):
+    """The run folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int | None
+    best_val_loss: float
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train(
+    config: TrainConfig,
+    data: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train `config.model` on the dataset folder `data`; writes the run folder (see module doc).
+
+    `resume`: continue from run_dir/checkpoints/last.pt when it exists (its saved configuration is
+    used, with `overrides` (a nested dict) applied on top). `overwrite`: start afresh in a used folder.
+    """
+    dist = setup(config.device)
+    try:
+        return _train(config, Path(data), Path(run_dir), dist, resume, overwrite, overrides or {})
+    finally:
+        teardown(dist)
+
+
+def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, resume: bool, overwrite: bool,
+           overrides: dict[str, Any]) -> RunResult:
+    state = _prepare_run_dir(run_dir, dist, resume, overwrite)
+    if state is not None:  # the saved configuration, with what the command line changes on top
+        config = config_from_dict(deep_merge(state["config"], overrides))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device, main = dist.device, dist.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    d = load_training_data(config, data, dist)
+
+    # --- model, QAT, optimiser, schedule ----------------------------------------------------------
+    torch.manual_seed(config.seed)
+    float_model = models.create(config.model, **config.model_kwargs).to(device)
+    if config.channels_last:
+        float_model = float_model.to(memory_format=torch.channels_last)
+    qat = QATSchedule(config.qat)
+    start_epoch = 0 if state is None else int(state["epoch"]) + 1
+    if state is not None and "qat_state_dict" not in state:
+        float_model.load_state_dict(state["state_dict"])  # saved before QAT began (float_until_start)
+    net = qat.prepare(float_model) if qat.prepared_by(start_epoch) else float_model
+    if state is not None and "qat_state_dict" in state:
+        net.load_state_dict(state["qat_state_dict"])
+    # the float network's order: the QAT network holds the same objects in another order, and the
+    # optimiser state of a resumed run must line up whether it was saved before or after QAT began
+    params = [p for p in float_model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(config, params)
+    scheduler = EpochLR(optimizer, epochs=config.epochs, base_lr=config.optimizer.lr, schedule=config.schedule)
+    history: list[dict[str, Any]] = []
+    best = {"val_loss": math.inf, "epoch": None, "metrics": {}}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        checkpoints.restore_rng_state(state["rng"])
+        history = list(state.get("metrics", []))
+        best = {"val_loss": state["best_val_loss"], "epoch": state.get("best_epoch"),
+                "metrics": state.get("best_metrics", {})}
+    model = dist.wrap(net)
+    settings = StepSettings(
+        multitask=config.multitask.mode, pcgrad=config.multitask.pcgrad, params=params,
+        coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
+        penalty=float_model if has_penalty(float_model) else None,
+        head=getattr(float_model, "head", None), dist=dist,
+    )
+    logbook = Logbook(run_dir, history) if main else None
+    if main:
+        print(_banner(config, d.describe, dist, start_epoch), flush=True)
+
+    # --- the epoch loop -----------------------------------------------------------------------------
+    epoch_bar = _bar(range(start_epoch, config.epochs), main and config.progress, initial=start_epoch,
+                     total=config.epochs, desc="epochs", unit="epoch")
+    for epoch in epoch_bar:
+        if qat.prepared_by(epoch) and net is float_model:
+            net = qat.prepare(float_model)  # float_until_start: same parameters, optimiser unchanged
+            model = dist.wrap(net)
+        qat.start_epoch(net, epoch)
+        lr = scheduler.start_epoch(epoch)
+        rng = EpochRandomness.create(config.seed, epoch, dist.rank, device)
+        torch.manual_seed(int(rng.host.integers(2**62)))  # dropout: a function of (seed, epoch, rank) too
+        batches = epoch_batches(len(d.train_table), config.batch_size, seed=config.seed, epoch=epoch,
+                                rank=dist.rank, world_size=dist.world_size, drop_last=config.drop_last)
+        batches = batches[: config.max_batches_per_epoch]
+        model.train()
+        totals = torch.zeros(4, device=device)
+        started, started_cpu = time.perf_counter(), time.process_time()
+        batch_bar = _bar(d.reader(batches), main and config.progress, total=len(batches), leave=False,
+                         desc=f"epoch {epoch + 1}", unit="batch")
+        for k, raw in enumerate(batch_bar):
+            x, scene_target, coarse_target = d.inputs(raw, epoch, rng)
+            totals += train_step(model, x, scene_target, coarse_target, optimizer, settings)
+            if main and config.progress and (k % 10 == 0 or k == len(batches) - 1):
+                batch_bar.set_postfix(loss=f"{totals[0].item() / (k + 1):.3f}")
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+        totals = (totals / max(1, len(batches))).tolist()
+        row = {"epoch": epoch, "lr": lr, "train_loss": totals[0] + totals[1] + totals[2],
+               "train_scene_loss": totals[0], "train_coarse_loss": totals[1], "train_penalty": totals[2],
+               "train_accuracy": totals[3], "epoch_seconds": seconds, "epoch_cpu_seconds": cpu_seconds,
+               "train_clips_per_second": len(batches) * config.batch_size / max(seconds, 1e-9)}
+
+        if main:  # validation, checkpoints and logs: rank 0 only (the others hold identical weights)
+            probabilities = predict_probabilities(
+                net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
+                batch_size=config.data.val_batch_size, channels_last=config.channels_last)
+            row.update(validation_metrics(probabilities, d.val_table))
+            improved = row["val_loss"] < best["val_loss"]
+            if improved:
+                best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
+            payload = checkpoint_payload(float_model, net, qat, optimizer, scheduler, config, d.describe, epoch,
+                                         [*logbook.history, row], best)
+            checkpoints.save_atomic(payload, run_dir / "checkpoints" / "last.pt")
+            if improved:
+                checkpoints.save_atomic(payload, run_dir / "checkpoints" / "best.pt")
+            logbook.log(row, _best_summary(best))
+            epoch_bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", best=f"{best['val_loss']:.3f}")
+        dist.barrier()
+
+    if logbook is not None:
+        logbook.close()
+    result_history = logbook.history if logbook is not None else []
+    return RunResult(run_dir, config.epochs, best["epoch"], best["val_loss"], best["metrics"], result_history)
+
+
+def _prepare_run_dir(run_dir: Path, dist: Distributed, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: a fresh run); refuses to overwrite a run unasked."""
+    last_path = run_dir / "checkpoints" / "last.pt"
+    state = None
+    if resume and last_path.is_file():
+        state = checkpoints.load(last_path)
+    elif last_path.exists() and not overwrite:
+        raise RunExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite")
+    elif overwrite and dist.is_main:
+        for stale in ("checkpoints", "tensorboard", "metrics.csv", "metrics.json", "curves.png"):
+            target = run_dir / stale
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    dist.barrier()
+    return state
+
+
+@dataclass
+class TrainingData:
+    """The data side of a run: clip tables, batched cache readers and the augmentation pipeline."""
+
+    train_table: ClipTable
+    val_table: ClipTable
+    val_source: LogMelRows
+    reader: BatchReader
+    inputs: TrainingInputs
+    use_deltas: bool
+    describe: dict[str, Any]
+
+
+def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> TrainingData:
+    """Index the dataset, open (rank 0 builds) the feature cache, compute the device responses."""
+    entry = models.entry(config.model)
+    frontend = frontend_for(entry.frontend)
+    use_deltas = entry.deltas if config.deltas is None else config.deltas
+    dataset = load_dataset(data)
+    train_clips = dataset.split(config.data.subset or config.data.train_split)
+    val_clips = spread(dataset.split(config.data.val_split), config.data.val_max_clips)
+    if dist.is_main:
+        cache = open_cache(dataset, frontend, config.data.cache_dir, progress=config.progress)
+    dist.barrier()
+    if not dist.is_main:
+        cache = open_cache(dataset, frontend, config.data.cache_dir, progress=False)
+    train_table = clip_table(train_clips, cache.rows(train_clips))
+    val_table = clip_table(val_clips, cache.rows(val_clips))
+    preload = _preload(config, cache.logmels, len(train_table) + len(val_table))
+    train_source = LogMelRows(cache.logmels, train_table.rows, dist.device, preload)
+    val_source = LogMelRows(cache.logmels, val_table.rows, dist.device, preload and dist.is_main)
+    reference = config.spectrum_correction.reference_device
+    correction = None
+    if config.spectrum_correction.enabled:
+        ref_rows, other_rows = parallel_rows(train_table, reference)
+        vectors = correction_vectors(take_rows(cache.logmels, ref_rows), take_rows(cache.logmels, other_rows))
+        correction = torch.from_numpy(vectors).to(dist.device)
+    describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
+                "val_clips": len(val_table), "correction_vectors": 0 if correction is None else len(correction)}
+    return TrainingData(
+        train_table, val_table, val_source,
+        BatchReader(train_table, train_source, reference, workers=config.data.workers),
+        TrainingInputs(config, use_deltas, correction), use_deltas, describe,
+    )
+
+
+def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optimizer
+    classes = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "sgd": torch.optim.SGD}
+    if o.name not in classes:
+        raise ValueError(f"optimizer.name must be one of {', '.join(classes)}, got {o.name!r}")
+    kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
+    if o.implementation == "fused":
+        kwargs["fused"] = True
+    elif o.implementation == "foreach":
+        kwargs["foreach"] = True
+    elif o.implementation == "loop":
+        kwargs["foreach"] = False
+    try:
+        return classes[o.name](params, **kwargs)
+    except (RuntimeError, TypeError) as error:  # fused is not available for every optimiser / device
+        if not kwargs.pop("fused", False):
+            raise
+        kwargs["foreach"] = True
+        import warnings
+
+        warnings.warn(f"fused {o.name} unavailable here ({error}); using foreach", stacklevel=2)
+        return classes[o.name](params, **kwargs)
+
+
+def checkpoint_payload(
+    float_model: nn.Module, net: nn.Module, qat: QATSchedule, optimizer: torch.optim.Optimizer,
+    scheduler: EpochLR, config: TrainConfig, describe: dict[str, Any], epoch: int,
+    history: list[dict[str, Any]], best: dict[str, Any],
+) -> dict[str, Any]:
+    """dsmn.models.checkpoint_dict of the float network plus all a resumed run needs."""
+    extra: dict[str, Any] = {}
+    if net is not float_model:
+        extra = {"qat": qat.config.to_dict(), "qat_state_dict": net.state_dict()}
+    return models.checkpoint_dict(
+        float_model,
+        **extra,
+        frontend=describe["frontend"],
+        deltas=describe["deltas"],
+        epoch=epoch,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=checkpoints.rng_state(),
+        metrics=list(history),
+        config=config.to_dict(),
+        best_val_loss=best["val_loss"],
+        best_epoch=best["epoch"],
+        best_metrics=best["metrics"],
+        val_metrics=history[-1] if history else {},
+    )
+
+
+def _best_summary(best: dict[str, Any]) -> dict[str, Any]:
+    return {"epoch": best["epoch"], "val_loss": best["val_loss"], **{
+        k: v for k, v in best["metrics"].items() if k.startswith("val_")}}
+
+
+def spread(clips: list, limit: int | None) -> list:
+    """At most `limit` clips, evenly spaced over the list (all scenes and devices stay represented)."""
+    if limit is None or len(clips) <= limit:
+        return clips
+    return [clips[i] for i in np.linspace(0, len(clips) - 1, limit).round().astype(int)]
+
+
+def _preload(config: TrainConfig, logmels: np.ndarray, rows: int) -> bool:
+    if config.data.preload != "auto":
+        return config.data.preload == "always"
+    return LogMelRows.bytes_needed(logmels, rows) <= config.data.preload_limit_gb * 1e9
+
+
+def _bar(iterable, enabled: bool, **kwargs):  # noqa: ANN001, ANN202 - tqdm or the plain iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
+
+
+def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, start_epoch: int) -> str:
+    processes = f" x {dist.world_size} processes" if dist.enabled else ""
+    pcgrad = f" ({config.multitask.pcgrad})" if config.multitask.mode == "pcgrad" else ""
+    qat = f"on from epoch {config.qat.start_epoch}" if config.qat.enabled else "off"
+    parts = [
+        f"model {config.model}",
+        f"{describe['train_clips']} training clips ({config.data.subset or config.data.train_split})",
+        f"{describe['val_clips']} validation clips ({config.data.val_split})",
+        f"device {dist.device}{processes}",
+        f"multitask {config.multitask.mode}{pcgrad}",
+        f"QAT {qat}",
+        f"{describe['correction_vectors']} spectrum-correction vectors",
+    ]
+    head = "dsmn train: " + ", ".join(parts)
+    return head + (f"\nresuming at epoch {start_epoch + 1}/{config.epochs}" if start_epoch else "")

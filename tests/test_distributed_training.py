@@ -1,0 +1,83 @@
+"""Data-parallel training on the CPU (gloo): PCGrad across processes equals PCGrad on the whole batch,
+and `dsmn train` runs under torchrun with two processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dsmn.training.augment import soft_targets
+from dsmn.training.distributed import Distributed
+from dsmn.training.step import StepSettings, train_step
+
+
+def tiny_net() -> nn.Module:
+    """A two-layer multi-task network without BatchNorm (so shards see identical statistics)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 13))
+
+
+def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    scene, coarse = soft_targets(torch.randint(0, 10, (8,), generator=g))
+    return torch.randn(8, 6, generator=g), scene, coarse
+
+
+def one_step(model: nn.Module, x, scene, coarse, mode: str, context: Distributed) -> None:  # noqa: ANN001
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    train_step(context.wrap(model), x, scene, coarse, optimizer, StepSettings(mode, "full", params, dist=context))
+
+
+MODES = ("pcgrad", "sum")
+
+
+def worker(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        x, scene, coarse = global_batch()
+        for mode in MODES:
+            model = tiny_net()
+            one_step(model, x[rank::2], scene[rank::2], coarse[rank::2], mode, Distributed(rank, 2))
+            torch.save(model.state_dict(), f"{out}.{mode}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:
+    """PCGrad (autograd.grad + one manual all-reduce) and `sum` (DDP's hooks) both equal one process."""
+    torch.multiprocessing.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path / "w")), nprocs=2)
+    x, scene, coarse = global_batch()
+    for mode in MODES:
+        shards = [torch.load(tmp_path / f"w.{mode}.{r}") for r in (0, 1)]
+        single = tiny_net()
+        one_step(single, x, scene, coarse, mode, Distributed())
+        for key, value in single.state_dict().items():
+            assert torch.equal(shards[0][key], shards[1][key])  # the processes stay in lockstep
+            assert torch.allclose(shards[0][key], value, atol=1e-6), (mode, key)
+        assert not torch.equal(single.state_dict()["0.weight"], tiny_net().state_dict()["0.weight"])
+
+
+@pytest.mark.e2e
+def test_dsmn_train_under_torchrun_with_two_gloo_processes(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "dsmn.cli.train",
+               "--data", str(tiny_data), "--model", "model1", "--out", str(run), "--epochs", "1",
+               "--batch-size", "8", "--device", "cpu", "--threads", "1", "--no-progress", "--subset", "split25",
+               "--set", "max_batches_per_epoch=2", "--set", "data.val_max_clips=40"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "x 2 processes" in done.stdout and "training clips (split25)" in done.stdout
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 0 and "qat_state_dict" in ckpt
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + one epoch, written once (rank 0 only)

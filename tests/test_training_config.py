@@ -1,0 +1,93 @@
+"""Training configs: the shipped recipe, the base chain, overrides, and errors for typos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsmn.training import load_config, parse_overrides
+from dsmn.training.config import CONFIG_DIR, read_config_dict
+
+
+@pytest.mark.parametrize("name", ["model1", "model2", "model3", "model4"])
+def test_model_configs_hold_the_dcase2023_recipe(name: str) -> None:
+    c = load_config(name)
+    assert c.model == name
+    assert (c.epochs, c.batch_size) == (100, 32)
+    assert (c.optimizer.name, c.optimizer.lr) == ("radam", 1e-3)
+    assert (c.schedule.warmup_epochs, c.schedule.warmup_lr, c.schedule.min_lr) == (5, 5e-5, 1e-6)
+    assert c.mixup.enabled and c.mixup.alpha == 0.2 and c.mixup.late_epoch == 60 and c.mixup.late_fraction == 0.5
+    assert c.spectrum_correction.enabled and c.spectrum_correction.probability == pytest.approx(12 / 13)
+    assert c.spectrum_correction.reference_device == "a"
+    assert c.specaugment.enabled and (c.specaugment.time_stripes, c.specaugment.freq_stripes) == (2, 2)
+    assert c.specaugment.max_width == 1
+    assert (c.multitask.mode, c.multitask.pcgrad) == ("pcgrad", "full")
+    assert c.qat.enabled and c.qat.start_epoch == 0
+    assert c.data.val_split == "evaluate"
+
+
+def test_model_configs_are_data_not_copies() -> None:
+    for name in ("model1", "model2", "model3", "model4"):
+        text = (CONFIG_DIR / f"{name}.yaml").read_text()
+        assert "base: dcase2023.yaml" in text and "mixup" not in text
+
+
+def test_repo_configs_folder_is_the_package_folder() -> None:
+    repo_configs = Path(__file__).resolve().parent.parent / "configs"
+    assert repo_configs.resolve() == CONFIG_DIR.resolve()
+
+
+def test_demo_config_extends_model1() -> None:
+    demo = load_config("demo")
+    assert demo.model == "model1" and demo.qat.enabled
+    assert demo.epochs < 100
+
+
+def test_base_chain_and_overrides(tmp_path: Path) -> None:
+    child = tmp_path / "ablation.yaml"
+    child.write_text("base: model2\nmixup:\n  enabled: false\noptimizer:\n  lr: 2e-3\n")
+    c = load_config(child, ["specaugment.max_width=3", "qat.start_epoch=80", "epochs=7"])
+    assert c.model == "model2" and not c.mixup.enabled and c.mixup.alpha == 0.2  # merged, not replaced
+    assert c.optimizer.lr == 2e-3  # YAML reads 2e-3 as a string: coerced to float
+    assert (c.specaugment.max_width, c.qat.start_epoch, c.epochs) == (3, 80, 7)
+
+
+def test_relative_base_is_found_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("base: model3\nepochs: 5\n")
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nbatch_size: 16\n")
+    c = load_config(tmp_path / "child.yaml")
+    assert (c.model, c.epochs, c.batch_size) == ("model3", 5, 16)
+
+
+def test_qat_settings_beside_enabled_go_to_qat_config() -> None:
+    c = load_config("model1", ["qat.freeze_bn_epoch=90", "qat.observer_momentum=0.1"])
+    assert c.qat.options == {"freeze_bn_epoch": 90, "observer_momentum": 0.1}
+    from dsmn.training.qat import QATSchedule
+
+    schedule = QATSchedule(c.qat)
+    assert schedule.config.freeze_bn_epoch == 90 and schedule.config.start_epoch == 0
+
+
+def test_parse_overrides_nests_and_parses_values() -> None:
+    assert parse_overrides(["a.b.c=1", "a.d=false", "e=split25", "f=null"]) == {
+        "a": {"b": {"c": 1}, "d": False}, "e": "split25", "f": None}
+    with pytest.raises(ValueError, match="key.sub=value"):
+        parse_overrides(["mixup"])
+
+
+def test_typos_and_bad_values_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mixup.enabeld"):
+        load_config("model1", ["mixup.enabeld=false"])
+    with pytest.raises(ValueError, match="multitask.mode"):
+        load_config("model1", ["multitask.mode=mean"])
+    with pytest.raises(ValueError, match="unknown QAT settings"):
+        from dsmn.training.qat import QATSchedule
+
+        QATSchedule(load_config("model1", ["qat.freeze_everything=1"]).qat)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="extends itself"):
+        read_config_dict(loop)
+    with pytest.raises(FileNotFoundError, match="shipped configs"):
+        load_config("no-such-config")
