@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dsmn complexity
+	$(BIN)/dsmn demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
