@@ -7,6 +7,8 @@ Unseen devices show the device gap; spectrum correction is meant to narrow it.
 
     python benchmarks/ablation.py [--data DIR] [--out FOLDER] [--variants full no-spectrum-correction ...]
                                   [--seeds 0 1] [--set key=value ...]
+
+Runs already complete in OUT with the same configuration are scored again, not retrained.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             run = out / f"{short}-seed{seed}"
             overrides = [f"threads={args.threads}", "device=cpu", "progress=false", f"seed={seed}",
                          *VARIANTS[name], *args.set]
+            config = load_config(args.config, overrides)
             start = time.perf_counter()
-            train(load_config(args.config, overrides), data, run, overwrite=True)
+            if not finished(run, config):
+                train(config, data, run, overwrite=True)
             scores = score_run(run, data)
             scores["seconds"] = time.perf_counter() - start
             results.setdefault(name, []).append(scores)
@@ -72,6 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(report + "\n", encoding="utf-8")
     (out / "ablation.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+def finished(run: Path, config) -> bool:  # noqa: ANN001
+    """A complete earlier run of exactly this configuration (rerunning the script reuses it)."""
+    last = run / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return False
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    same = {k: v for k, v in saved["config"].items() if k != "progress"} == {
+        k: v for k, v in config.to_dict().items() if k != "progress"}
+    return same and saved["epoch"] == config.epochs - 1
 
 
 def table(results: dict[str, list[dict]], args: argparse.Namespace) -> str:

@@ -156,6 +156,7 @@ def test_every_registered_network_exports_to_int8(name: str, tmp_path) -> None:
         expected = qat(x).numpy()
     scale = np.abs(expected).max() + 1e-6
     assert np.abs(got - expected).max() / scale < 0.1
+    assert (got[:, : len(SCENES)].argmax(1) == expected[:, : len(SCENES)].argmax(1)).mean() >= 0.99
 
 
 @pytest.mark.e2e

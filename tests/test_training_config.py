@@ -51,6 +51,7 @@ def test_base_chain_and_overrides(tmp_path: Path) -> None:
     assert c.model == "model2" and not c.mixup.enabled and c.mixup.alpha == 0.2  # merged, not replaced
     assert c.optimizer.lr == 2e-3  # YAML reads 2e-3 as a string: coerced to float
     assert (c.specaugment.max_width, c.qat.start_epoch, c.epochs) == (3, 80, 7)
+    assert load_config("model1", ["multitask.mode=off"]).multitask.mode == "off"  # not YAML's False
 
 
 def test_relative_base_is_found_beside_the_file(tmp_path: Path) -> None:

@@ -88,9 +88,8 @@ def soft_targets(scene_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def coarse_matrix(device: torch.device | str = "cpu") -> torch.Tensor:
     """(10, 3) 0/1 matrix: scene targets @ M = coarse targets (soft targets stay soft)."""
-    matrix = torch.zeros(NUM_SCENES, NUM_COARSE, device=device)
-    matrix[torch.arange(NUM_SCENES), torch.tensor(SCENE_TO_COARSE_ID)] = 1.0
-    return matrix
+    coarse_ids = torch.tensor(SCENE_TO_COARSE_ID, device=device)
+    return torch.nn.functional.one_hot(coarse_ids, NUM_COARSE).float()
 
 
 def mixup(

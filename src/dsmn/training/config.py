@@ -258,6 +258,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     text = str(hint)
     if value is None:
         return None
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads `off` / `on` as booleans
+        return "on" if value else "off"
     if "float" in text and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
             return float(Fraction(value.replace(" ", "")))
