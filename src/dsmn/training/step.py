@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsmn.models import split_logits
+from dsmn.models import regularization_loss, split_logits
 from dsmn.training.distributed import Distributed, unwrap
 from dsmn.training.pcgrad import flatten, pcgrad
 
@@ -89,15 +89,6 @@ def penalty_term(s: StepSettings) -> torch.Tensor | None:
     if s.penalty is None or s.regularization_weight == 0:
         return None
     return s.regularization_weight * regularization_loss(s.penalty)
-
-
-def regularization_loss(model: nn.Module) -> torch.Tensor:
-    import dsmn.models as models
-
-    function = getattr(models, "regularization_loss", None)
-    if function is None:
-        from dsmn.models.regularization import regularization_loss as function
-    return function(model)
 
 
 def has_penalty(model: nn.Module) -> bool:
