@@ -109,6 +109,8 @@ def test_resume_across_the_start_of_late_qat(tiny_data: Path, tmp_path: Path) ->
     """Float epoch 0, QAT from epoch 1 (qat.float_until_start): resuming at the switch is exact too."""
     late = [*SMALL, "epochs=2", "qat.start_epoch=1", "qat.float_until_start=true"]
     train(load_config("model1", late), tiny_data, tmp_path / "whole")
+    best = torch.load(tmp_path / "whole" / "checkpoints" / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and "qat_state_dict" in best  # only QAT epochs compete for best.pt
     train(load_config("model1", [*late, "epochs=1"]), tiny_data, tmp_path / "split")
     float_only = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
     assert "qat_state_dict" not in float_only  # epoch 0 trained the plain float network

@@ -169,7 +169,10 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                 net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
                 batch_size=config.data.val_batch_size, channels_last=config.channels_last)
             row.update(validation_metrics(probabilities, d.val_table))
-            improved = row["val_loss"] < best["val_loss"]
+            # with QAT, only epochs that trained the fake-quantised network compete: the int8 model is
+            # what is reported (matters when QAT starts late)
+            eligible = not qat.enabled or epoch >= config.qat.start_epoch
+            improved = eligible and row["val_loss"] < best["val_loss"]
             if improved:
                 best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
             payload = checkpoint_payload(float_model, net, qat, optimizer, scheduler, config, d.describe, epoch,
@@ -302,7 +305,8 @@ def checkpoint_payload(
 
 
 def _best_summary(best: dict[str, Any]) -> dict[str, Any]:
-    return {"epoch": best["epoch"], "val_loss": best["val_loss"], **{
+    val_loss = best["val_loss"] if math.isfinite(best["val_loss"]) else None  # no eligible epoch yet
+    return {"epoch": best["epoch"], "val_loss": val_loss, **{
         k: v for k, v in best["metrics"].items() if k.startswith("val_")}}
 
 
