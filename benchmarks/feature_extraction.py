@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Dataset(root=full.root, clips=full.clips[: args.limit], splits={}, layout=full.layout)
     paths = [str(dataset.path(c)) for c in dataset.clips]
     librosa_loop(paths[:3])  # warm-up (filterbank caches, lazy imports)
+    with tempfile.TemporaryDirectory() as tmp:  # the same warm-up for the cache builder (torch's first calls)
+        warm = Dataset(root=full.root, clips=full.clips[:3], splits={}, layout=full.layout)
+        FeatureCache.build(warm, tmp, workers=args.workers, progress=False)
 
     start = time.perf_counter()
     reference = librosa_loop(paths)

@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", type=Path, help="dataset folder (TAU layout or generic)")
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default DATA/.dsmn_cache)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (0: none)")
-    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (0: decode in the main thread)")
+    parser.add_argument("--chunk-size", type=int, default=128, help="seconds of audio decoded ahead per chunk")
     parser.add_argument("--duration", type=float, default=None,
                         help="clip length in seconds (default: that of the first file)")
     parser.add_argument("--keep-going", action="store_true", help="exit 0 even when some files failed")

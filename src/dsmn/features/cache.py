@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -132,7 +132,7 @@ class FeatureCache:
         config: FrontEndConfig | None = None,
         duration: float | None = None,
         workers: int | None = None,
-        chunk_size: int = 512,
+        chunk_size: int = 128,
         batch_size: int = 64,
         progress: bool = True,
         on_chunk: Callable[[int], None] | None = None,
@@ -140,7 +140,7 @@ class FeatureCache:
         """Compute (or finish computing) the log-mels of every clip of `dataset`.
 
         Resumes an interrupted build; rebuilds (with a warning) a cache made with other settings.
-        `workers` decode files in parallel processes (0: decode in this process). Memory stays
+        `workers` decode files in parallel threads (0: decode in the calling thread). Memory stays
         bounded by two chunks of audio whatever the dataset size.
         """
         config = config or FrontEndConfig()
@@ -252,15 +252,22 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
     def tasks(chunk: np.ndarray) -> list[tuple[int, str, int, float]]:
         return [(int(i), str(dataset.path(filenames[i])), config.sample_rate, duration) for i in chunk]
 
-    pool = _context().Pool(workers) if workers > 0 else None
+    # Threads, not processes: libsndfile, soxr and numpy release the GIL while they decode, and the
+    # samples stay in this process (a process pool pickles every clip through a pipe: measured 40 %
+    # slower on 2 cores). The next chunk decodes while this one is transformed.
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="dsmn-decode") if workers > 0 else None
+
+    def submit(chunk: np.ndarray) -> list[Future]:
+        return [executor.submit(_decode, task) for task in tasks(chunk)]
+
     processed = 0
     bar = tqdm(total=int(todo.size), unit="clip", desc="log-mel", disable=not progress)
     try:
-        pending = pool.map_async(_decode, tasks(chunks[0]), chunksize=16) if pool else None
+        pending = submit(chunks[0]) if executor else []
         for k, chunk in enumerate(chunks):
-            results = pending.get() if pool else [_decode(t) for t in tasks(chunk)]
-            if pool and k + 1 < len(chunks):  # decode the next chunk while this one is transformed
-                pending = pool.map_async(_decode, tasks(chunks[k + 1]), chunksize=16)
+            results = [f.result() for f in pending] if executor else [_decode(t) for t in tasks(chunk)]
+            if executor and k + 1 < len(chunks):
+                pending = submit(chunks[k + 1])
             good = [(i, samples) for i, samples, _, error in results if error is None]
             for i, _, notes, error in results:
                 name = filenames[i]
@@ -289,17 +296,9 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
                 on_chunk(processed)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
     return processed
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    """fork where available: decoders only touch numpy / soundfile / soxr (never torch), and fork needs no
-    `if __name__ == "__main__"` guard in user scripts and starts instantly; spawn elsewhere."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
