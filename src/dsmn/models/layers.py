@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dsmn.models.depthwise import DepthwiseConv2d
+
 
 class SeparableOperator(nn.Module):
     """SO(cin -> cout): grouped 1x1 projection, then the sum of a dilated depthwise convolution
@@ -22,12 +24,8 @@ class SeparableOperator(nn.Module):
         if in_channels % out_channels:
             raise ValueError(f"in_channels {in_channels} must be a multiple of out_channels {out_channels}")
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, groups=out_channels, bias=False)
-        self.time_conv = nn.Conv2d(
-            out_channels, out_channels, (3, 1), padding=(2, 0), dilation=(2, 1), groups=out_channels, bias=False
-        )
-        self.freq_conv = nn.Conv2d(
-            out_channels, out_channels, (1, 3), padding=(0, 2), dilation=(1, 2), groups=out_channels, bias=False
-        )
+        self.time_conv = DepthwiseConv2d(out_channels, (3, 1), padding=(2, 0), dilation=(2, 1))
+        self.freq_conv = DepthwiseConv2d(out_channels, (1, 3), padding=(0, 2), dilation=(1, 2))
         self.norm = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from dsmn.models.depthwise import DepthwiseConv2d
 from dsmn.models.layers import SeparableOperator
 
 SC = SeparableOperator
@@ -35,10 +36,8 @@ class DilatedDepthwisePair(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.time_conv = nn.Conv2d(channels, channels, (3, 1), padding=(2, 0), dilation=(2, 1), groups=channels,
-                                   bias=False)
-        self.freq_conv = nn.Conv2d(channels, channels, (1, 3), padding=(0, 2), dilation=(1, 2), groups=channels,
-                                   bias=False)
+        self.time_conv = DepthwiseConv2d(channels, (3, 1), padding=(2, 0), dilation=(2, 1))
+        self.freq_conv = DepthwiseConv2d(channels, (1, 3), padding=(0, 2), dilation=(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.time_conv(x) + self.freq_conv(x)

@@ -77,6 +77,13 @@ def drop_mean_dims(pooled: torch.Tensor, dim: Any) -> torch.Tensor:
 
 _TRANSPARENT_FUNCTIONS.add(drop_mean_dims)
 
+class _ConvLeafTracer(fx.Tracer):
+    """fx's tracer, with subclasses of the torch convolutions (dsmn.models.depthwise) kept as leaves too."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _CONVS) or super().is_leaf_module(m, module_qualified_name)
+
+
 class QATGraphModule(fx.GraphModule):
     """Marker class of networks built by `prepare_qat` (see `is_qat`)."""
 
@@ -92,7 +99,7 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
         return model
     if isinstance(getattr(model, "module", model), QATGraphModule):
         return model
-    graph = fx.Tracer().trace(model)
+    graph = _ConvLeafTracer().trace(model)
     modules = dict(model.named_modules())
     quant = nn.ModuleDict()
     kept_float: list[str] = []
