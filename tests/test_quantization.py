@@ -21,7 +21,13 @@ from dsmn.quantization import (
     set_fake_quant,
 )
 from dsmn.quantization.folded import FoldedConv, merge_geometry
-from dsmn.quantization.quantizers import ActivationQuantizer, fake_quantize_weight, quantize_weight_int8, weight_scale
+from dsmn.quantization.quantizers import (
+    WEIGHT_QMAX,
+    ActivationQuantizer,
+    fake_quantize_weight,
+    quantize_weight_int8,
+    weight_scale,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,7 @@ def test_per_channel_weight_quantization_error_is_within_half_a_step() -> None:
     steps = quantized / scale
     torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)
     q, s = quantize_weight_int8(weight)
-    assert q.dtype == torch.int8 and q.abs().max() == 127  # the largest weight of each channel maps to 127
+    assert q.dtype == torch.int8 and q.abs().max() == WEIGHT_QMAX  # the largest weight of each channel
     torch.testing.assert_close(q.float() * s.view(-1, 1, 1, 1), quantized)
 
 
@@ -231,3 +237,32 @@ def test_runs_on_cuda() -> None:
     qat(torch.randn(4, 2, 256, 44, device="cuda")).sum().backward()
     qat.eval()
     assert qat(torch.randn(2, 2, 256, 44, device="cuda")).device.type == "cuda"
+
+
+def test_int8_convolution_cannot_saturate_int16_pair_sums(tmp_path) -> None:
+    """Worst case for x86 CPUs without VNNI: every activation at 255, every weight at the top of its grid.
+    With 8-bit weights ONNX Runtime's u8 x s8 kernels saturate (2 * 255 * 127 > 32767) there; the 7-bit
+    grid keeps ONNX Runtime equal to the torch QAT model on any CPU."""
+    import onnx
+
+    from dsmn.deploy.onnx_export import to_onnx
+    from dsmn.deploy.runtime import create_session
+    from dsmn.quantization import calibrate
+
+    net = nn.Sequential(nn.Conv2d(64, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(0.01)
+        net[0].weight[:, ::2] = -0.01  # pairs of opposite products: only the int16 pair sums can overflow
+        net[0].weight[1].fill_(0.01)  # one channel whose products all add up
+        net[0].bias.zero_()
+    qat = prepare_qat(net)
+    x = torch.rand(2, 64, 4, 4) + 1.0
+    x[0] = 2.0  # the calibrated maximum: quantised to 255
+    calibrate(qat, [x], momentum=1.0)
+    qat.eval()
+    path = tmp_path / "worst.onnx"
+    onnx.save(to_onnx(qat, tuple(x.shape), quantized=True), str(path))
+    got = create_session(path).run(None, {"features": x.numpy()})[0]
+    with torch.no_grad():
+        expected = qat(x).numpy()
+    assert abs(got - expected).max() <= 1e-3 * (abs(expected).max() + 1)
