@@ -92,3 +92,10 @@ def test_typos_and_bad_values_are_errors(tmp_path: Path) -> None:
         read_config_dict(loop)
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         load_config("no-such-config")
+
+
+def test_negative_qat_start_counts_from_the_end() -> None:
+    """The demo config trains QAT for its last epochs whatever --epochs says."""
+    assert load_config("demo", ["epochs=2"]).qat.start_epoch == 0
+    assert load_config("demo", ["epochs=10"]).qat.start_epoch == 7
+    assert load_config("demo", ["qat.start_epoch=-1", "epochs=5"]).qat.start_epoch == 4

@@ -12,6 +12,9 @@ import argparse
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--epochs", type=int, help="override the config's epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="train with this many data-parallel CPU processes (torchrun, gloo, one thread each); "
+                             "on 2 cores, 2 processes of one thread outrun one process of two threads")
     parser.set_defaults(func=run)
 
 
@@ -46,6 +52,18 @@ def _stage(title: str, argv: list[str], *, capture: bool = False) -> str:
         raise SystemExit(f"demo stopped: `dsmn {' '.join(argv)}` exited with {code}")
     print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
     return buffer.getvalue()
+
+
+def _distributed_stage(title: str, argv: list[str], processes: int) -> None:
+    """`dsmn ARGV` under torchrun: `processes` CPU processes (gloo), one intra-op thread each."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "dsmn.cli.train", *argv[1:], "--threads", "1", "--device", "cpu"]
+    print(f"\n== {title} ({processes} processes): dsmn {' '.join(argv[:4])} ...", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if subprocess.run(command, env=env).returncode:
+        raise SystemExit(f"demo stopped: `{' '.join(command)}` failed")
+    print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
         train_argv += ["--epochs", str(args.epochs)]
     if (run_dir / "checkpoints" / "last.pt").is_file():
         train_argv.append("--resume")
-    timed("train", lambda: _stage("train", train_argv))
+    if args.processes > 1:
+        timed("train", lambda: _distributed_stage("train", train_argv, args.processes))
+    else:
+        timed("train", lambda: _stage("train", train_argv))
     evaluations = {}
     for kind in ("float", "qat"):
         text = timed(

@@ -87,7 +87,8 @@ class QATSectionConfig:
     (observer_momentum, freeze_observers_epoch, freeze_bn_epoch); they are kept in `options`.
 
     `float_until_start`: train the plain float network before `start_epoch` (faster) instead of
-    preparing it at epoch 0 with fake quantisation off until `start_epoch`.
+    preparing it at epoch 0 with fake quantisation off until `start_epoch`. A negative `start_epoch`
+    counts from the end (-3: QAT for the last three epochs), so it survives `--epochs N`.
     """
 
     enabled: bool = True
@@ -144,6 +145,8 @@ class TrainConfig:
             raise ValueError(f"multitask.pcgrad must be one of {PCGRAD_MODES}, got {self.multitask.pcgrad!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if self.qat.start_epoch < 0:  # counted from the end
+            self.qat.start_epoch = max(0, self.epochs + self.qat.start_epoch)
         if not 0.0 <= self.spectrum_correction.probability <= 1.0:
             raise ValueError("spectrum_correction.probability must lie in [0, 1]")
         if self.data.preload not in ("auto", "always", "never"):
