@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dsmn demo --out runs/demo
+	$(BIN)/dsmn demo --out runs/demo --processes 2
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
