@@ -266,3 +266,24 @@ def test_int8_convolution_cannot_saturate_int16_pair_sums(tmp_path) -> None:
     with torch.no_grad():
         expected = qat(x).numpy()
     assert abs(got - expected).max() <= 1e-3 * (abs(expected).max() + 1)
+
+
+def test_deployed_biases_lie_on_the_int32_grid_of_their_layer() -> None:
+    """Bias step = input scale x per-channel weight scale, as QLinearConv / QGemm store it; the QAT
+    model's eval output uses the same rounded biases, so the exported model reproduces it."""
+    from dsmn import models
+    from dsmn.quantization import calibrate
+    from dsmn.quantization.folded import _FoldedBase
+
+    torch.manual_seed(0)
+    qat = prepare_qat(models.create("model1"))
+    calibrate(qat, [torch.randn(4, 2, 256, 44)], momentum=1.0)
+    qat.eval()
+    layers = [m for m in qat.modules() if isinstance(m, _FoldedBase)]
+    assert layers and all(m.input_quantizer for m in layers)
+    for layer in layers:
+        weight, bias = layer.deployed_weights()
+        if bias is None:
+            continue
+        steps = bias / (layer.input_quantizer[0].scale * weight_scale(weight))
+        torch.testing.assert_close(steps, steps.round(), rtol=0, atol=2e-3)

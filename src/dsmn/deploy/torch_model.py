@@ -84,6 +84,8 @@ def _pool_as_conv(pool: nn.AvgPool2d, channels: int) -> DeployedConv | None:
 def _deployed_layer(module: _FoldedBase, quantized: bool, dense_pointwise: bool) -> nn.Module:
     with torch.no_grad():
         weight, bias, attributes = module.deployed()
+        if quantized:
+            bias = module.quantize_bias(bias, weight)
         weight = (fake_quantize_weight(weight) if quantized else weight).detach().clone().contiguous()
         bias = None if bias is None else bias.detach().clone()
     if isinstance(module, FoldedLinear):

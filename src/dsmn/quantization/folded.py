@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsmn.models import depthwise
-from dsmn.quantization.quantizers import fake_quantize_weight
+from dsmn.quantization.quantizers import fake_quantize_bias, fake_quantize_weight, weight_scale
 
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -92,6 +92,16 @@ class _FoldedBase(nn.Module):
         self.bn = (bn,) if bn is not None else ()  # a tuple: not registered as a child
         self.fake_quant_enabled = True
         self.bn_frozen = False
+        self.input_quantizer: tuple[nn.Module, ...] = ()  # the uint8 quantiser whose grid the input is on
+
+    def quantize_bias(self, bias: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor | None:
+        """`bias` on the int32 grid of the deployed layer (input scale x per-channel weight scale)."""
+        if bias is None or not self.fake_quant_enabled or not self.input_quantizer:
+            return bias
+        quantizer = self.input_quantizer[0]
+        if not (quantizer.fake_quant_enabled and quantizer.observed):
+            return bias
+        return fake_quantize_bias(bias, quantizer.scale, weight_scale(weight))
 
     @property
     def batchnorm(self) -> _BatchNorm | None:
@@ -101,6 +111,7 @@ class _FoldedBase(nn.Module):
         """The deployed layer's weight (on its int8 grid when fake quantisation is on) and bias, as constants."""
         with torch.no_grad():
             weight, bias, _ = self.deployed()
+            bias = self.quantize_bias(bias, weight)
             return self.quantize(weight).detach().clone(), None if bias is None else bias.detach().clone()
 
     def quantize(self, weight: torch.Tensor) -> torch.Tensor:
@@ -130,7 +141,7 @@ class _FoldedBase(nn.Module):
         """
         bn = self.batchnorm
         if bn is None:
-            return apply(x, self.quantize(weight), bias)
+            return apply(x, self.quantize(weight), self.quantize_bias(bias, weight))
         batch_statistics = self.training and not self.bn_frozen
         factor = self.fold_factor()
         if batch_statistics:
@@ -138,7 +149,8 @@ class _FoldedBase(nn.Module):
         shape = (-1,) + (1,) * (weight.dim() - 1)
         folded_weight = self.quantize(weight * factor.reshape(shape))
         if not batch_statistics:
-            return apply(x, folded_weight, self.folded_bias(bias, factor))
+            deployed_bias = self.quantize_bias(self.folded_bias(bias, factor), weight * factor.reshape(shape))
+            return apply(x, folded_weight, deployed_bias)
         view = (1, -1) + (1,) * (x.dim() - 2)
         y = apply(x, folded_weight, None) / factor.reshape(view)
         if bias is not None:

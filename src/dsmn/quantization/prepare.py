@@ -119,6 +119,7 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     for name, value in vars(model).items():  # model_name, model_kwargs, config, ...
         if not name.startswith("_") and name != "training" and not hasattr(qat, name):
             setattr(qat, name, value)
+    _link_input_quantizers(qat)
     qat.qat_config = config
     qat.kept_float = kept_float
     if kept_float:
@@ -127,6 +128,23 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     qat.train(model.training)
     _check_names(model, qat)
     return qat
+
+
+def _link_input_quantizers(qat: fx.GraphModule) -> None:
+    """Tell each folded layer which activation quantiser its input comes from (through data movement),
+    so it can put its bias on the int32 grid the runtime uses (input scale x weight scale)."""
+    modules = dict(qat.named_modules())
+    for node in qat.graph.nodes:
+        layer = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(layer, FoldedConv | FoldedLinear) or not node.args:
+            continue
+        source = node.args[0]
+        while isinstance(source, fx.Node) and is_data_movement(source, modules) and source.args:
+            source = source.args[0]
+        if isinstance(source, fx.Node) and source.op == "call_module":
+            quantizer = modules.get(source.target)
+            if isinstance(quantizer, ActivationQuantizer):
+                layer.input_quantizer = (quantizer,)
 
 
 def _check_names(model: nn.Module, qat: nn.Module) -> None:

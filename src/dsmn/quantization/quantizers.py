@@ -38,6 +38,23 @@ def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
     return out.to(weight.dtype)
 
 
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def fake_quantize_bias(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale_: torch.Tensor) -> torch.Tensor:
+    """Round `bias` to the int32 grid an int8 runtime stores it on: step input scale x weight scale per
+    output channel (QLinearConv / QGemm). Coarse where weights use 7 bits, so it is simulated, not ignored."""
+    step = (input_scale.detach().float() * weight_scale_.float()).clamp(min=MIN_SCALE * MIN_SCALE)
+    return (_RoundSTE.apply(bias.float() / step) * step).to(bias.dtype)
+
+
 def quantize_weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The stored int8 weight and its per-channel scales (what a deployed model holds)."""
     scale = weight_scale(weight)

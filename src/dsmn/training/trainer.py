@@ -12,9 +12,11 @@ where an uninterrupted run would (data order and augmentation draws are function
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,9 +167,10 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                "train_clips_per_second": len(batches) * config.batch_size / max(seconds, 1e-9)}
 
         if main:  # validation, checkpoints and logs: rank 0 only (the others hold identical weights)
-            probabilities = predict_probabilities(
-                net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
-                batch_size=config.data.val_batch_size, channels_last=config.channels_last)
+            with validation_threads(dist):
+                probabilities = predict_probabilities(
+                    net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
+                    batch_size=config.data.val_batch_size, channels_last=config.channels_last)
             row.update(validation_metrics(probabilities, d.val_table))
             # with QAT, only epochs that trained the fake-quantised network compete: the int8 model is
             # what is reported (matters when QAT starts late)
@@ -188,6 +191,18 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         logbook.close()
     result_history = logbook.history if logbook is not None else []
     return RunResult(run_dir, config.epochs, best["epoch"], best["val_loss"], best["metrics"], result_history)
+
+
+@contextlib.contextmanager
+def validation_threads(dist: Distributed) -> Iterator[None]:
+    """While rank 0 validates on the CPU the other processes wait at a barrier: let it use their cores."""
+    before = torch.get_num_threads()
+    if dist.enabled and dist.device.type == "cpu":
+        torch.set_num_threads(before * dist.world_size)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _prepare_run_dir(run_dir: Path, dist: Distributed, resume: bool, overwrite: bool) -> dict[str, Any] | None:
