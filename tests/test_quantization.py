@@ -286,4 +286,4 @@ def test_deployed_biases_lie_on_the_int32_grid_of_their_layer() -> None:
         if bias is None:
             continue
         steps = bias / (layer.input_quantizer[0].scale * weight_scale(weight))
-        torch.testing.assert_close(steps, steps.round(), rtol=0, atol=2e-3)
+        torch.testing.assert_close(steps, steps.round(), rtol=1e-6, atol=2e-3)  # float32 at large steps
