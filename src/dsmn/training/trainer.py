@@ -126,7 +126,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                 "metrics": state.get("best_metrics", {})}
     model = dist.wrap(net)
     settings = StepSettings(
-        multitask=config.multitask.mode, pcgrad=config.multitask.pcgrad, params=params,
+        multitask=config.multitask.mode, pcgrad=pcgrad_mode(config, float_model, main), params=params,
         coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
         penalty=float_model if has_penalty(float_model) else None,
         head=getattr(float_model, "head", None), dist=dist,
@@ -191,6 +191,18 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         logbook.close()
     result_history = logbook.history if logbook is not None else []
     return RunResult(run_dir, config.epochs, best["epoch"], best["val_loss"], best["metrics"], result_history)
+
+
+def pcgrad_mode(config: TrainConfig, model: nn.Module, announce: bool) -> str:
+    """The configured PCGrad variant; `full` for networks without a `head` module (the
+    shared-representation variant needs the embedding the head reads), with a notice."""
+    mode = config.multitask.pcgrad
+    if mode == "shared-representation" and getattr(model, "head", None) is None:
+        if announce:
+            print(f"note: {config.model} has no `head` module: PCGrad on every parameter instead of on the "
+                  "shared representation", flush=True)
+        return "full"
+    return mode
 
 
 @contextlib.contextmanager
