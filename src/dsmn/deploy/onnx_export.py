@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dsmn import complexity
+from dsmn.deploy.layout import absorb_input_transpose, expand_channel_gates
 from dsmn.deploy.metadata import InputRecipe, write_metadata
 from dsmn.deploy.qdq import quantize_initializers
 from dsmn.deploy.runtime import FLOAT_COMPUTE_OPERATORS, INT8_OPERATORS, create_session, optimized_operators
@@ -141,11 +142,14 @@ def reference_network(
     return qat.eval(), seen
 
 
-def to_onnx(network: nn.Module, shape: tuple[int, ...], quantized: bool, compact: bool = False) -> onnx.ModelProto:
+def to_onnx(
+    network: nn.Module, shape: tuple[int, ...], quantized: bool, compact: bool = False, runtime_layout: bool = True
+) -> onnx.ModelProto:
     """The deployed form of `network` as an ONNX model with a dynamic batch dimension.
 
     `compact`: grouped 1x1 convolutions keep their grouped weights (fewest stored bytes); otherwise
     they are stored dense (block-diagonal, zeros included), which ONNX Runtime runs much faster.
+    `runtime_layout`: apply the value-preserving rewrites of `dsmn.deploy.layout` (off only to measure them).
     """
     example = torch.randn(shape)
     deployed = deployed_module(network, quantized, example, dense_pointwise=not compact)
@@ -159,6 +163,10 @@ def to_onnx(network: nn.Module, shape: tuple[int, ...], quantized: bool, compact
     model = onnx.load_from_string(buffer.getvalue())
     if quantized:
         quantize_initializers(model)
+    if runtime_layout:
+        absorb_input_transpose(model)
+        if quantized:
+            expand_channel_gates(model)
     return model
 
 

@@ -16,7 +16,9 @@ from onnx import helper, numpy_helper
 from dsmn.quantization.quantizers import MIN_SCALE, WEIGHT_QMAX, WEIGHT_QMIN
 
 
-class _Graph:
+class Graph:
+    """An ONNX graph with lookups by tensor name (initializers, producers)."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
         self.graph = model.graph
         self.initializers = {i.name: i for i in self.graph.initializer}
@@ -60,7 +62,7 @@ def _weight_axis(node: onnx.NodeProto) -> int:
 
 def quantize_initializers(model: onnx.ModelProto) -> int:
     """Rewrite float weights of DQ-fed Conv / Gemm nodes as int8 + DequantizeLinear; returns the count."""
-    g = _Graph(model)
+    g = Graph(model)
     rewritten = 0
     new_nodes: list[tuple[int, onnx.NodeProto]] = []
     for index, node in enumerate(g.graph.node):
@@ -108,16 +110,17 @@ def quantize_initializers(model: onnx.ModelProto) -> int:
         rewritten += 1
     for offset, (index, dq) in enumerate(new_nodes):  # keep topological order: each DQ before its consumer
         g.graph.node.insert(index + offset, dq)
-    _remove_unused(g.graph)
+    remove_unused(g.graph)
     return rewritten
 
 
-def _remove_unused(graph: onnx.GraphProto) -> None:
-    """Drop nodes and initializers nothing reads any more (e.g. the Identity copies of shared weights)."""
+def remove_unused(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers nothing reads any more (the Identity copies of shared weights, the
+    weights a rewrite replaced)."""
     outputs = {o.name for o in graph.output}
     while True:
         used = {name for n in graph.node for name in n.input} | outputs
-        dead = [n for n in graph.node if n.op_type == "Identity" and not any(o in used for o in n.output)]
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             break
         for node in dead:
