@@ -20,8 +20,8 @@ else runs on a shared machine; with `--threads 1` it is the single-core rate).
 Resumable per model: OUT/<model>/result.json marks a finished model and is reused when its budget
 matches; an interrupted training run continues from its last.pt.
 
-    python benchmarks/compare_families.py --data runs/compare/data --out runs/compare/runs \
-        --epochs 4 --max-batches 20 --threads 1 --val-max-clips 400     # the ~40-minute run of the results file
+    python benchmarks/compare_families.py --data runs/compare/data --out runs/compare6/runs \
+        --epochs 6 --threads 2 --val-max-clips 600     # the 46-minute run of the results file
     python benchmarks/compare_families.py --data DIR --out DIR --models model1 cp_mobile --epochs 1 \
         --max-batches 5 --results /tmp/table.md
 """
