@@ -7,9 +7,7 @@ a turn in every round) so that a noisy, shared machine slows all of them alike; 
 
     python benchmarks/inference.py [--threads 2] [--rounds 5] [--models model1 model2] [--compact] [--raw]
 
-`--raw` adds the int8 graph without `dsmn.deploy.layout`'s rewrites, to measure them. For model1 the
-script also relates int8 to this run's torch fp32 channels-last model1, whose speed on the reference
-machine SPEC section 8 gives (710 clips/s, the authors' int8: 77): a machine-load-independent ratio.
+`--raw` adds the int8 graph without `dsmn.deploy.layout`'s rewrites, to measure them.
 
 OMP_WAIT_POLICY defaults to PASSIVE here: with OpenMP's spin-waiting, torch on a machine whose cores
 are shared with other processes runs up to 25x slower (batch-1 latency 890 ms instead of 35 ms,
@@ -49,7 +47,6 @@ def _timed(fn, calls: int) -> list[float]:
 
 
 AUTHORS_INT8_MODEL1 = 77.0  # clips/s of the authors' int8 model1 on 2 CPU cores (SPEC section 8)
-SPEC_FLOAT_CHANNELS_LAST = 710.0  # the float model1 in channels-last on the same reference machine
 
 
 def engines(name: str, folder: Path, threads: int, compact: bool, raw: bool = False) -> dict[str, callable]:
@@ -141,15 +138,8 @@ def main() -> None:
         if args.raw:
             print(f"{name:<8} int8 with / without layout rewrites: {int8 / engines_['int8 raw']['clips_per_s']:.2f}x")
         if name == "model1":
-            yardstick = engines_["torch fp32"]["clips_per_s"]
             print(f"{name:<8} int8 vs the authors' int8 model1 ({AUTHORS_INT8_MODEL1:.0f} clips/s): "
                   f"{int8 / AUTHORS_INT8_MODEL1:.1f}x (target 8x)")
-            print(f"{name:<8} load-independent: int8 runs at {int8 / yardstick:.2f}x this run's torch fp32 "
-                  f"channels-last model1 ({yardstick:.1f} clips/s; {SPEC_FLOAT_CHANNELS_LAST:.0f} on the reference "
-                  f"machine, so this machine ran at {yardstick / SPEC_FLOAT_CHANNELS_LAST:.2f}x); the authors' int8 is "
-                  f"{AUTHORS_INT8_MODEL1 / SPEC_FLOAT_CHANNELS_LAST:.3f}x of it there: int8 at the reference "
-                  f"machine's speed {int8 / yardstick * SPEC_FLOAT_CHANNELS_LAST:.0f} clips/s = "
-                  f"{int8 / yardstick * SPEC_FLOAT_CHANNELS_LAST / AUTHORS_INT8_MODEL1:.1f}x the authors'")
 
 
 if __name__ == "__main__":
