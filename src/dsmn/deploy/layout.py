@@ -98,8 +98,8 @@ def _transposed_weight(g: Graph, name: str, new_nodes: list[onnx.NodeProto]) -> 
 
 
 def absorb_input_transpose(model: onnx.ModelProto) -> bool:
-    """Remove a (0, 1, 3, 2) Transpose that follows the graph input (through per-tensor Q/DQ) by
-    swapping the two spatial axes of everything downstream; False (model untouched) where some
+    """Remove the graph's single (0, 1, 3, 2) Transpose (the DSMN networks' input axis swap) by
+    swapping the two spatial axes of everything downstream of it; False (model untouched) where some
     downstream operator is not known to be safe to swap."""
     candidate = onnx.ModelProto()
     candidate.CopyFrom(model)
