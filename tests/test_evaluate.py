@@ -8,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dsmn.cli import main
+from dsmn.deploy.inference import TORCH_CHUNK, load_for_inference
+from dsmn.deploy.onnx_export import input_shape
+from dsmn.deploy.trained import load_trained
 from dsmn.evaluation.evaluate import score
 from tests.test_export import make_run
 
@@ -73,3 +77,16 @@ def test_evaluate_reports_bad_arguments(qat_run, tiny_data, tmp_path, capsys) ->
     assert main(["evaluate", str(tmp_path / "missing"), "--data", str(tiny_data)]) == 2
     assert main(["evaluate", str(qat_run), "--data", str(tiny_data), "--split", "nonsense"]) == 2
     assert "dsmn evaluate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["float", "qat"])
+def test_chunked_channels_last_inference_matches_one_plain_pass(qat_run, kind) -> None:
+    reference = load_trained(qat_run)  # a separate copy, left in its contiguous layout
+    network = reference.float_model if kind == "float" else reference.model
+    torch.manual_seed(0)
+    x = torch.randn(input_shape(reference, 2 * TORCH_CHUNK + 5))
+    with torch.no_grad():
+        plain = network.eval()(x).numpy()
+    chunked = load_for_inference(qat_run, kind).logits(x)
+    assert chunked.shape == plain.shape
+    np.testing.assert_allclose(chunked, plain, rtol=1e-4, atol=1e-4)

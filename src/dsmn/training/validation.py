@@ -17,7 +17,7 @@ from dsmn.training.pipeline import network_input, to_layout
 @torch.inference_mode()
 def predict_probabilities(
     model: nn.Module, table: ClipTable, source: LogMelRows, *, use_deltas: bool, delta_width: int = 5,
-    batch_size: int = 256, channels_last: bool = False,
+    batch_size: int = 32, channels_last: bool = False,
 ) -> np.ndarray:
     """Scene probabilities (N, 10) of every clip of `table`, in table order (model in eval mode)."""
     was_training = model.training
