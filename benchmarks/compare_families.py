@@ -21,7 +21,7 @@ Resumable per model: OUT/<model>/result.json marks a finished model and is reuse
 matches; an interrupted training run continues from its last.pt.
 
     python benchmarks/compare_families.py --data runs/compare/data --out runs/compare6/runs \
-        --epochs 6 --threads 2 --val-max-clips 600     # the 46-minute run of the results file
+        --epochs 6 --threads 2 --val-max-clips 600 --set mixup.late_epoch=5   # the results file's run
     python benchmarks/compare_families.py --data DIR --out DIR --models model1 cp_mobile --epochs 1 \
         --max-batches 5 --results /tmp/table.md
 """
