@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dsmn.cli.demo import train_on_cpu_processes
 from dsmn.data import load_dataset
 from dsmn.evaluation.metrics import accuracy, macro_accuracy, score_groups
 from dsmn.training import load_config, train
@@ -85,14 +83,11 @@ def score_run(run_dir: Path, data: Path, split: str = "evaluate") -> dict[str, A
 
 
 def train_in_processes(config: str, data: Path, out: Path, processes: int, overrides: list[str]) -> None:
-    """`dsmn train` under torchrun: `processes` CPU processes (gloo), one intra-op thread each."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "dsmn.cli.train", "--data", str(data), "--config", config, "--out", str(out), "--overwrite",
-               "--threads", "1", "--device", "cpu"]
+    flags = ["--data", str(data), "--config", config, "--out", str(out), "--overwrite"]
     for item in overrides:
-        command += ["--set", item]
-    if subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode:
-        raise SystemExit(f"training failed: {' '.join(command)}")
+        flags += ["--set", item]
+    if train_on_cpu_processes(flags, processes).returncode:
+        raise SystemExit(f"training failed: dsmn train {' '.join(flags)} under torchrun")
 
 
 def validation_history(run_dir: Path) -> list[dict[str, float]]:
