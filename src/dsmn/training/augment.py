@@ -112,3 +112,35 @@ def mixup(
         return mixed if count == t.shape[0] else torch.cat([mixed, t[count:]])
 
     return mix(x), tuple(mix(t) for t in targets)
+
+
+def freq_mixstyle(
+    logmel: torch.Tensor,
+    *,
+    probability: float,
+    alpha: float,
+    host_rng: np.random.Generator,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Freq-MixStyle (Schmid et al. 2022) on raw log-mels (B, mel, T).
+
+    Each clip, independently with `probability`, is normalised per mel band (mean and std over
+    time) and re-scaled with a mix of its own band statistics and those of a random partner clip of
+    the batch, mixed with a weight lam ~ Beta(alpha, alpha) drawn per clip. The band statistics
+    carry the recording device's frequency response, so mixing them invents new "devices" while
+    the time structure (the scene) stays. Statistics are constants (no gradient flows through them).
+    """
+    batch = logmel.shape[0]
+    if batch < 2 or probability <= 0:
+        return logmel
+    lam = torch.from_numpy(host_rng.beta(alpha, alpha, size=batch).astype(np.float32)).to(logmel.device)
+    chosen = torch.rand(batch, generator=generator, device=logmel.device) < probability
+    partner = torch.randperm(batch, generator=generator, device=logmel.device)
+    mean = logmel.mean(dim=2, keepdim=True)
+    std = (logmel.var(dim=2, keepdim=True) + eps).sqrt()
+    weight = lam.to(logmel.dtype)[:, None, None]
+    mixed_mean = weight * mean + (1 - weight) * mean[partner]
+    mixed_std = weight * std + (1 - weight) * std[partner]
+    restyled = (logmel - mean) / std * mixed_std + mixed_mean
+    return torch.where(chosen[:, None, None], restyled, logmel)

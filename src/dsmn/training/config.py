@@ -69,6 +69,16 @@ class SpecAugmentConfig:
 
 
 @dataclass
+class FreqMixStyleConfig:
+    """Freq-MixStyle: per clip with `probability`, its per-mel-band mean and std (over time) are mixed
+    with another clip's with a weight ~ Beta(alpha, alpha). Published settings: p = 0.4, alpha = 0.3."""
+
+    enabled: bool = False
+    probability: float = 0.4
+    alpha: float = 0.3
+
+
+@dataclass
 class MultitaskConfig:
     """pcgrad: 10-scene + 3-coarse losses combined by PCGrad; sum: one summed loss; off: scene loss only.
 
@@ -131,6 +141,7 @@ class TrainConfig:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     spectrum_correction: SpectrumCorrectionConfig = field(default_factory=SpectrumCorrectionConfig)
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    freq_mixstyle: FreqMixStyleConfig = field(default_factory=FreqMixStyleConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     qat: QATSectionConfig = field(default_factory=QATSectionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -149,6 +160,8 @@ class TrainConfig:
             self.qat.start_epoch = max(0, self.epochs + self.qat.start_epoch)
         if not 0.0 <= self.spectrum_correction.probability <= 1.0:
             raise ValueError("spectrum_correction.probability must lie in [0, 1]")
+        if not 0.0 <= self.freq_mixstyle.probability <= 1.0 or self.freq_mixstyle.alpha <= 0:
+            raise ValueError("freq_mixstyle.probability must lie in [0, 1] and freq_mixstyle.alpha be positive")
         if self.data.preload not in ("auto", "always", "never"):
             raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
         return self

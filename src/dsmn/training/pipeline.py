@@ -1,6 +1,6 @@
 """From a raw log-mel batch to the network's input and soft targets, in the recipe's order.
 
-spectrum correction (raw log-mel, device-a clips) -> deltas + per-clip standardisation ->
+spectrum correction (raw log-mel, device-a clips) -> Freq-MixStyle (raw log-mel) -> deltas + per-clip standardisation ->
 SpecAugment -> mixup (features and both soft targets, one lambda per batch).
 """
 
@@ -13,7 +13,7 @@ import torch
 
 from dsmn.features import deltas as delta_features
 from dsmn.features import standardize
-from dsmn.training.augment import mixup, soft_targets, spec_augment, spectrum_correction
+from dsmn.training.augment import freq_mixstyle, mixup, soft_targets, spec_augment, spectrum_correction
 from dsmn.training.config import TrainConfig
 from dsmn.training.data import RawBatch
 from dsmn.training.schedule import mixup_fraction
@@ -58,6 +58,9 @@ class TrainingInputs:
             logmel = spectrum_correction(logmel, batch.is_reference, self.correction,
                                          probability=c.spectrum_correction.probability, host_rng=rng.host,
                                          generator=rng.device)
+        if c.freq_mixstyle.enabled:
+            logmel = freq_mixstyle(logmel, probability=c.freq_mixstyle.probability, alpha=c.freq_mixstyle.alpha,
+                                   host_rng=rng.host, generator=rng.device)
         x = network_input(logmel, self.use_deltas, c.delta_width)
         if c.specaugment.enabled:
             x = spec_augment(x, time_stripes=c.specaugment.time_stripes, freq_stripes=c.specaugment.freq_stripes,
