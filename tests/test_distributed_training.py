@@ -33,10 +33,12 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def one_step(model: nn.Module, x, scene, coarse, mode: str, context: Distributed) -> None:  # noqa: ANN001
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=0.5)
-    train_step(context.wrap(model), x, scene, coarse, optimizer, StepSettings(mode, "full", params, dist=context))
+    multitask, _, merge = mode.partition(":")
+    settings = StepSettings(multitask, "full", params, merge=merge or "per-tensor", dist=context)
+    train_step(context.wrap(model), x, scene, coarse, optimizer, settings)
 
 
-MODES = ("pcgrad", "sum")
+MODES = ("pcgrad:per-tensor", "pcgrad:per-element", "sum")
 
 
 def worker(rank: int, store: str, out: str) -> None:
@@ -52,7 +54,8 @@ def worker(rank: int, store: str, out: str) -> None:
 
 
 def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:
-    """PCGrad (autograd.grad + one manual all-reduce) and `sum` (DDP's hooks) both equal one process."""
+    """PCGrad with either merge rule (autograd.grad + one manual all-reduce) and `sum` (DDP's hooks)
+    all equal one process."""
     torch.multiprocessing.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path / "w")), nprocs=2)
     x, scene, coarse = global_batch()
     for mode in MODES:
@@ -63,6 +66,10 @@ def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:
             assert torch.equal(shards[0][key], shards[1][key])  # the processes stay in lockstep
             assert torch.allclose(shards[0][key], value, atol=1e-6), (mode, key)
         assert not torch.equal(single.state_dict()["0.weight"], tiny_net().state_dict()["0.weight"])
+    # the two merge rules differ on the last layer only (its rows each serve one task)
+    rules = [torch.load(tmp_path / f"w.pcgrad:{rule}.0") for rule in ("per-tensor", "per-element")]
+    assert torch.equal(rules[0]["0.weight"], rules[1]["0.weight"])
+    assert not torch.allclose(rules[0]["2.weight"], rules[1]["2.weight"])
 
 
 @pytest.mark.e2e

@@ -1,5 +1,6 @@
-"""PCGrad: projection of conflicting gradients, the elementwise shared / task-specific merge, and
-the training step's gradients checked against a direct computation on model1."""
+"""PCGrad: projection of conflicting gradients, the shared / task-specific merge (per element here;
+the per-tensor rule in test_pcgrad_merge.py), and the training step's gradients checked against a
+direct computation on model1."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_shared_elements_are_averaged_task_specific_ones_summed() -> None:
     p1, p2 = project_conflicting([g1, g2])
     assert torch.allclose(p1, t(0.2, 1, 0.4)) and torch.allclose(p2, t(-1, 1, 1))
     # shared: (0.2 - 1) / 2; task-specific: projected values of both tasks summed
-    assert torch.allclose(merge([p1, p2], [g1, g2]), t(-0.4, 2, 1.4))
+    assert torch.allclose(merge([p1, p2], [g1 != 0, g2 != 0]), t(-0.4, 2, 1.4))
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -78,20 +79,26 @@ def test_full_pcgrad_step_matches_a_direct_computation_on_model1() -> None:
         soft_cross_entropy(scene_logits, scene), params, retain_graph=True)])
     g_coarse = torch.cat([g.reshape(-1) for g in torch.autograd.grad(
         soft_cross_entropy(coarse_logits, coarse), params)])
-    expected = pcgrad([g_scene, g_coarse])
-    # the training step (BatchNorm statistics move in both forwards alike; lr 0 keeps the weights)
-    model = model1()
-    optimizer = RecordingSGD(list(model.parameters()))
-    train_step(model, x, scene, coarse, optimizer, StepSettings("pcgrad", "full", list(model.parameters())))
-    got = torch.cat([g.reshape(-1) for g in optimizer.seen])
-    assert torch.allclose(got, expected, atol=1e-6)
-    # the last layer's scene rows get no coarse gradient: there the two projected gradients are summed
+    projected = project_conflicting([g_scene, g_coarse])
+
+    def step_gradient(merge_rule: str) -> torch.Tensor:
+        """The training step's update (BatchNorm statistics move in both forwards alike; lr 0 keeps the weights)."""
+        model = model1()
+        optimizer = RecordingSGD(list(model.parameters()))
+        settings = StepSettings("pcgrad", "full", list(model.parameters()), merge=merge_rule)
+        train_step(model, x, scene, coarse, optimizer, settings)
+        return torch.cat([g.reshape(-1) for g in optimizer.seen])
+
+    # per-tensor (the recipe's): both losses reach every tensor of model1, so the mean everywhere
+    assert torch.allclose(step_gradient("per-tensor"), (projected[0] + projected[1]) / 2, atol=1e-6)
+    got = step_gradient("per-element")
+    assert torch.allclose(got, pcgrad([g_scene, g_coarse]), atol=1e-6)
+    # per-element: the last layer's scene rows get no coarse gradient, so there the two are summed
     names = [n for n, _ in model.named_parameters()]
     last = names.index("head.3.weight")
     offset = sum(p.numel() for p in params[:last])
     rows = slice(offset, offset + 10 * params[last].shape[1])
     assert torch.all(g_coarse[rows] == 0) and torch.any(g_scene[rows] != 0)
-    projected = project_conflicting([g_scene, g_coarse])
     assert torch.allclose(got[rows], projected[0][rows] + projected[1][rows], atol=1e-7)
 
 

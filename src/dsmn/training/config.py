@@ -20,6 +20,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MULTITASK_MODES = ("pcgrad", "sum", "off")
 PCGRAD_MODES = ("full", "shared-representation")
+MERGE_RULES = ("per-tensor", "per-element")  # as dsmn.training.pcgrad.MERGE_RULES (no import: config stays light)
 
 
 @dataclass
@@ -84,10 +85,14 @@ class MultitaskConfig:
 
     `pcgrad: full` projects gradients over every parameter (two backward passes, faithful);
     `shared-representation` projects at the embedding and back-propagates the trunk once (faster).
+    `merge`: which tasks "reach" a parameter, deciding mean (shared) or sum (task-specific) of the
+    projected gradients: `per-tensor` as the authors' code (mean everywhere for the DSMN networks) or
+    `per-element` (non-zero elements; the last layer's task rows get the sum). See training.pcgrad.
     """
 
     mode: str = "pcgrad"
     pcgrad: str = "full"
+    merge: str = "per-tensor"
     coarse_weight: float = 1.0  # `sum` mode only: loss = scene + coarse_weight * coarse
 
 
@@ -154,6 +159,8 @@ class TrainConfig:
             raise ValueError(f"multitask.mode must be one of {MULTITASK_MODES}, got {self.multitask.mode!r}")
         if self.multitask.pcgrad not in PCGRAD_MODES:
             raise ValueError(f"multitask.pcgrad must be one of {PCGRAD_MODES}, got {self.multitask.pcgrad!r}")
+        if self.multitask.merge not in MERGE_RULES:
+            raise ValueError(f"multitask.merge must be one of {MERGE_RULES}, got {self.multitask.merge!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
         if self.qat.start_epoch < 0:  # counted from the end

@@ -1,9 +1,17 @@
 """PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning") on flat gradient vectors.
 
 Each task gradient loses its component along another task's gradient when the two conflict
-(negative dot product). The projected gradients are then merged element by element: averaged where
-several tasks reach the element (shared parameters), summed where only one does (task-specific
-elements, such as the scene rows and the coarse rows of the last Linear layer).
+(negative dot product). The projected gradients are then merged: averaged over the tasks where every
+task reaches a parameter (shared), summed where only some do (task-specific). What "reaches" means
+is the merge rule:
+
+- `per-tensor` (the authors' code, the widely used Pytorch-PCGrad class): a task reaches every
+  element of a parameter tensor its loss gives a gradient at all. Both losses of the DSMN networks
+  reach every tensor, the last Linear layer included (one tensor, although its scene rows and coarse
+  rows each serve one task), so the update is the mean of the two projected gradients everywhere.
+- `per-element`: a task reaches the elements where its gradient is non-zero, so the last layer's
+  scene rows (zero coarse gradient) get the sum, i.e. twice the authors' update there, and elements
+  that happen to be exactly zero for one task are treated as task-specific.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
+
+MERGE_RULES = ("per-tensor", "per-element")
 
 
 def project_conflicting(gradients: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -32,17 +42,30 @@ def project_conflicting(gradients: Sequence[torch.Tensor]) -> list[torch.Tensor]
     return projected
 
 
-def merge(projected: Sequence[torch.Tensor], original: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean over tasks where more than one task's original gradient is nonzero, sum elsewhere."""
+def merge(projected: Sequence[torch.Tensor], reached: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over tasks where every task reaches the element (`reached`: one bool mask per task), sum elsewhere."""
     stacked = torch.stack(list(projected))
-    reach = torch.stack([g != 0 for g in original]).sum(dim=0)
-    total = stacked.sum(dim=0)
-    return torch.where(reach > 1, total / reach.clamp_min(1), total)
+    shared = torch.stack(list(reached)).all(dim=0)
+    return torch.where(shared, stacked.mean(dim=0), stacked.sum(dim=0))
 
 
-def pcgrad(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The PCGrad update direction of flat task gradients (same length)."""
-    return merge(project_conflicting(gradients), gradients)
+def pcgrad(gradients: Sequence[torch.Tensor], reached: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """The PCGrad update direction of flat task gradients (same length).
+
+    `reached`: which elements each task reaches (see `tensor_reach`); None: its non-zero elements
+    (the per-element rule).
+    """
+    if reached is None:
+        reached = [g != 0 for g in gradients]
+    return merge(project_conflicting(gradients), reached)
+
+
+def tensor_reach(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The per-tensor rule's mask of one task: True on every element of each tensor it has a gradient for."""
+    return torch.cat([
+        torch.full((p.numel(),), g is not None, dtype=torch.bool, device=p.device)
+        for g, p in zip(grads, params, strict=True)
+    ])
 
 
 def flatten(grads: Iterable[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -50,4 +73,3 @@ def flatten(grads: Iterable[torch.Tensor | None], params: Sequence[torch.Tensor]
     return torch.cat([
         (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)
     ])
-

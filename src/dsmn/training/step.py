@@ -15,7 +15,7 @@ from torch import nn
 
 from dsmn.models import regularization_loss, split_logits
 from dsmn.training.distributed import Distributed, unwrap
-from dsmn.training.pcgrad import flatten, pcgrad
+from dsmn.training.pcgrad import flatten, pcgrad, tensor_reach
 
 
 @dataclass
@@ -25,6 +25,7 @@ class StepSettings:
     multitask: str  # pcgrad | sum | off
     pcgrad: str  # full | shared-representation
     params: list[nn.Parameter]
+    merge: str = "per-tensor"  # per-tensor (the authors' PCGrad) | per-element (see training.pcgrad)
     coarse_weight: float = 1.0
     regularization_weight: float = 0.0
     penalty: nn.Module | None = None  # the float network, when one of its modules defines a penalty
@@ -66,12 +67,12 @@ def train_step(
             update = shared_representation_update(captured[0], (scene_loss, coarse_loss), s)
             s.dist.average_(update)
         else:  # faithful: two backward passes over every parameter, one graph (retain_graph for the first)
-            task_grads = torch.stack([
-                flatten(torch.autograd.grad(scene_loss, s.params, retain_graph=True, allow_unused=True), s.params),
-                flatten(torch.autograd.grad(coarse_loss, s.params, allow_unused=True), s.params),
-            ])
+            per_task = [torch.autograd.grad(scene_loss, s.params, retain_graph=True, allow_unused=True),
+                        torch.autograd.grad(coarse_loss, s.params, allow_unused=True)]
+            task_grads = torch.stack([flatten(grads, s.params) for grads in per_task])
             s.dist.average_(task_grads)  # one all-reduce, before the projection: global-batch PCGrad
-            update = pcgrad(task_grads.unbind())
+            reached = [tensor_reach(grads, s.params) for grads in per_task] if s.merge == "per-tensor" else None
+            update = pcgrad(task_grads.unbind(), reached)
         if penalty is not None:  # the regulariser joins the merged (shared) update
             update += flatten(torch.autograd.grad(penalty, s.params, allow_unused=True), s.params)
         set_gradients(update, s.params)
@@ -136,17 +137,18 @@ def shared_representation_update(
 ) -> torch.Tensor:
     """PCGrad on [d loss / d embedding, head gradients] per task, then ONE backward through the trunk.
 
-    Embedding elements are shared by both tasks (averaged); head elements follow the elementwise
-    rule. The trunk receives the merged embedding gradient: a single backward pass instead of two.
+    The embedding is one tensor both tasks reach; head tensors follow `s.merge` like parameters do.
+    The trunk receives the merged embedding gradient: a single backward pass instead of two.
     """
     head_ids = {id(p) for p in s.head.parameters()}
     head = [p for p in s.params if id(p) in head_ids]
     trunk = [p for p in s.params if id(p) not in head_ids]
-    vectors = []
+    vectors, reached = [], []
     for loss in losses:
         grads = torch.autograd.grad(loss, [representation, *head], retain_graph=True, allow_unused=True)
         vectors.append(torch.cat([grads[0].reshape(-1), flatten(grads[1:], head)]))
-    merged = pcgrad(vectors)
+        reached.append(tensor_reach(grads, [representation, *head]))
+    merged = pcgrad(vectors, reached if s.merge == "per-tensor" else None)
     size = representation.numel()
     trunk_grads = torch.autograd.grad(representation, trunk, grad_outputs=merged[:size].view_as(representation),
                                       allow_unused=True)

@@ -127,6 +127,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
     model = dist.wrap(net)
     settings = StepSettings(
         multitask=config.multitask.mode, pcgrad=pcgrad_mode(config, float_model, main), params=params,
+        merge=config.multitask.merge,
         coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
         penalty=float_model if has_penalty(float_model) else None,
         head=getattr(float_model, "head", None), dist=dist,
@@ -358,7 +359,8 @@ def _bar(iterable, enabled: bool, **kwargs):  # noqa: ANN001, ANN202 - tqdm or t
 
 def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, start_epoch: int) -> str:
     processes = f" x {dist.world_size} processes" if dist.enabled else ""
-    pcgrad = f" ({config.multitask.pcgrad})" if config.multitask.mode == "pcgrad" else ""
+    pcgrad = f" ({config.multitask.pcgrad}, {config.multitask.merge} merge)" if config.multitask.mode == "pcgrad" \
+        else ""
     qat = f"on from epoch {config.qat.start_epoch}" if config.qat.enabled else "off"
     parts = [
         f"model {config.model}",
