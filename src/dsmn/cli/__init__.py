@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "synth": "synth",
     "features": "features",
     "train": "train",
+    "finetune": "finetune",
     "evaluate": "evaluate",
     "export": "export",
     "predict": "predict",

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(config, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
                        overrides=overrides)
-    except (RunExistsError, DatasetError, CacheError) as error:
+    except (RunExistsError, DatasetError, CacheError, ValueError) as error:
         print(f"dsmn train: {error}")
         return 2
     except KeyError as error:  # a split the dataset does not have

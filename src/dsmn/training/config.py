@@ -123,6 +123,20 @@ class DataConfig:
     workers: int = 0  # threads reading cache rows ahead of the step (memmap path)
     val_batch_size: int = 32  # small batches keep CPU activations in cache (2-3x faster); raise it on a GPU
     val_max_clips: int | None = None  # validate on an evenly spread subset (quick experiments, smoke tests)
+    devices: list[str] | None = None  # train and validate on these recording devices only (device-specific models)
+
+
+@dataclass
+class FinetuneConfig:
+    """Start from trained weights instead of a fresh network (`dsmn finetune` sets these per device).
+
+    `checkpoint`: a dsmn checkpoint or run folder; its float weights, and its QAT state (observers)
+    when this run uses QAT too, replace the initial ones. `trainable`: parameter-name prefixes that
+    are trained (e.g. [head] or [blocks.4, head]); None trains the whole network.
+    """
+
+    checkpoint: str | None = None
+    trainable: list[str] | None = None
 
 
 @dataclass
@@ -150,6 +164,7 @@ class TrainConfig:
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     qat: QATSectionConfig = field(default_factory=QATSectionConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,6 +184,12 @@ class TrainConfig:
             raise ValueError("spectrum_correction.probability must lie in [0, 1]")
         if not 0.0 <= self.freq_mixstyle.probability <= 1.0 or self.freq_mixstyle.alpha <= 0:
             raise ValueError("freq_mixstyle.probability must lie in [0, 1] and freq_mixstyle.alpha be positive")
+        for section, key in ((self.data, "devices"), (self.finetune, "trainable")):
+            value = getattr(section, key)
+            if isinstance(value, str):  # `--set data.devices=a` means [a]
+                setattr(section, key, [v.strip() for v in value.split(",") if v.strip()])
+            elif value is not None:
+                setattr(section, key, [str(v) for v in value])
         if self.data.preload not in ("auto", "always", "never"):
             raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
         return self

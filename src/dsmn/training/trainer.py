@@ -48,6 +48,7 @@ from dsmn.training.qat import QATSchedule
 from dsmn.training.schedule import EpochLR
 from dsmn.training.step import StepSettings, has_penalty, train_step
 from dsmn.training.validation import predict_probabilities, validation_metrics
+from dsmn.training.warmstart import freeze_except, load_start_qat_state, load_start_weights
 
 
 class RunExistsError(RuntimeError):
@@ -105,11 +106,17 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         float_model = float_model.to(memory_format=torch.channels_last)
     qat = QATSchedule(config.qat)
     start_epoch = 0 if state is None else int(state["epoch"]) + 1
+    start = None
+    if state is None and config.finetune.checkpoint:  # fine-tuning: start from trained weights
+        start = load_start_weights(float_model, config.finetune.checkpoint, config.model)
     if state is not None and "qat_state_dict" not in state:
         float_model.load_state_dict(state["state_dict"])  # saved before QAT began (float_until_start)
     net = qat.prepare(float_model) if qat.prepared_by(start_epoch) else float_model
+    if start is not None:
+        load_start_qat_state(net, float_model, start)
     if state is not None and "qat_state_dict" in state:
         net.load_state_dict(state["qat_state_dict"])
+    freeze_except(float_model, config.finetune.trainable)
     # the float network's order: the QAT network holds the same objects in another order, and the
     # optimiser state of a resumed run must line up whether it was saved before or after QAT began
     params = [p for p in float_model.parameters() if p.requires_grad]
@@ -253,8 +260,13 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     frontend = frontend_for(entry.frontend)
     use_deltas = entry.deltas if config.deltas is None else config.deltas
     dataset = load_dataset(data)
-    train_clips = dataset.split(config.data.subset or config.data.train_split)
-    val_clips = spread(dataset.split(config.data.val_split), config.data.val_max_clips)
+    train_split = config.data.subset or config.data.train_split
+    train_clips = on_devices(dataset.split(train_split), config.data.devices)
+    val_clips = spread(on_devices(dataset.split(config.data.val_split), config.data.devices), config.data.val_max_clips)
+    for clips, split in ((train_clips, train_split), (val_clips, config.data.val_split)):
+        if not clips:
+            devices = f" of device(s) {','.join(config.data.devices)}" if config.data.devices else ""
+            raise ValueError(f"{data}: no clips{devices} in the {split} split")
     if dist.is_main:
         cache = open_cache(dataset, frontend, config.data.cache_dir, progress=config.progress)
     dist.barrier()
@@ -269,6 +281,7 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     correction = None
     if config.spectrum_correction.enabled:
         ref_rows, other_rows = parallel_rows(train_table, reference)
+    if config.spectrum_correction.enabled and len(ref_rows):  # none when the run sees one device only
         vectors = correction_vectors(take_rows(cache.logmels, ref_rows), take_rows(cache.logmels, other_rows))
         correction = torch.from_numpy(vectors).to(dist.device)
     describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
@@ -338,6 +351,14 @@ def _best_summary(best: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in best["metrics"].items() if k.startswith("val_")}}
 
 
+def on_devices(clips: list, devices: list[str] | None) -> list:
+    """The clips recorded by one of `devices` (None: all clips)."""
+    if devices is None:
+        return clips
+    wanted = set(devices)
+    return [c for c in clips if c.device in wanted]
+
+
 def spread(clips: list, limit: int | None) -> list:
     """At most `limit` clips, evenly spaced over the list (all scenes and devices stay represented)."""
     if limit is None or len(clips) <= limit:
@@ -371,5 +392,10 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
         f"QAT {qat}",
         f"{describe['correction_vectors']} spectrum-correction vectors",
     ]
+    if config.data.devices is not None:
+        parts.insert(3, f"devices {','.join(config.data.devices)}")
+    if config.finetune.checkpoint:
+        trainable = ",".join(config.finetune.trainable) if config.finetune.trainable else "all parameters"
+        parts.append(f"starting from {config.finetune.checkpoint} (training {trainable})")
     head = "dsmn train: " + ", ".join(parts)
     return head + (f"\nresuming at epoch {start_epoch + 1}/{config.epochs}" if start_epoch else "")

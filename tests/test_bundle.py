@@ -1,0 +1,91 @@
+"""Device bundles (DCASE 2025 Task 1) end to end on generated TAU data: `dsmn finetune` makes one,
+evaluate / complexity / export / predict / dsmn.submission use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsmn.cli import main as cli
+
+pytestmark = pytest.mark.e2e
+
+SMALL = ["--set", "batch_size=8", "--set", "max_batches_per_epoch=2", "--set", "data.val_max_clips=40",
+         "--set", "schedule.warmup_epochs=0", "--threads", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def general_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model1 trained with QAT on split25 of the tiny set (a few batches: the plumbing, not accuracy)."""
+    run = tmp_path_factory.mktemp("general") / "run"
+    assert cli(["train", "--data", str(tiny_data), "--model", "model1", "--out", str(run), "--epochs", "1",
+                "--subset", "split25", *SMALL]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def bundle(general_run: Path, tiny_data: Path) -> Path:
+    """Devices a and b fine-tuned; s1 has no clips in the tiny set's split25."""
+    out = general_run.parent / "bundle"
+    assert cli(["finetune", str(general_run), "--data", str(tiny_data), "--out", str(out), "--devices", "a,b,s1",
+                "--epochs", "1", "--set", "max_batches_per_epoch=2", "--threads", "2", "--no-progress"]) == 0
+    return out
+
+
+def test_finetune_writes_a_bundle(bundle: Path, general_run: Path, capsys) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["format"] == "dsmn-bundle" and manifest["kind"] == "qat" and manifest["model_name"] == "model1"
+    assert manifest["models"] == {"general": "models/general.pt", "a": "models/a.pt", "b": "models/b.pt"}
+    assert manifest["devices"] == {"a": "a", "b": "b", "s1": "general", "unknown": "general"}
+    assert manifest["skipped"] == {"s1": "no training clips in split25"}
+    assert manifest["per_device"]["a"]["train_clips"] == 100 and manifest["per_device"]["b"]["val_clips"] == 30
+    for name in manifest["models"].values():
+        assert (bundle / name).is_file()
+    # each device model was trained on its own clips only, starting from the general weights
+    config = (bundle / "runs" / "b" / "config.yaml").read_text()
+    assert "- b" in config and str(general_run.resolve()) in config
+    device = torch.load(bundle / "models" / "b.pt", weights_only=False)
+    general = torch.load(bundle / "models" / "general.pt", weights_only=False)
+    assert "optimizer" not in device and "qat_state_dict" in device and device["device"] == "b"
+    assert any(not torch.equal(device["state_dict"][k], general["state_dict"][k]) for k in general["state_dict"])
+    complexity = json.loads((bundle / "complexity.json").read_text())
+    assert set(complexity["per_device"]) == {"a", "b", "s1", "unknown"}
+    assert complexity["per_device"]["a"] == {"MACs": 8_645_641, "Params": 45_164}  # int8 bytes of model1
+    assert complexity["max_MACs"] == 8_645_641 and complexity["max_Params"] == 45_164
+
+
+def test_finetune_resumes_and_refuses_to_overwrite(bundle: Path, general_run: Path, tiny_data: Path,
+                                                   capsys) -> None:
+    args = ["finetune", str(general_run), "--data", str(tiny_data), "--out", str(bundle), "--devices", "a,b,s1",
+            "--epochs", "1", "--no-progress"]
+    assert cli(args) == 2
+    assert "already holds a bundle" in capsys.readouterr().err
+    before = (bundle / "models" / "a.pt").stat().st_mtime_ns
+    assert cli([*args, "--resume"]) == 0  # every device is done: nothing is trained again
+    out = capsys.readouterr().out
+    assert "device a: already fine-tuned" in out and "device b: already fine-tuned" in out
+    assert "dsmn train:" not in out
+    assert (bundle / "models" / "a.pt").stat().st_mtime_ns >= before
+
+
+def test_finetune_trains_only_the_named_parts(general_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "head"
+    assert cli(["finetune", str(general_run), "--data", str(tiny_data), "--out", str(out), "--devices", "b",
+                "--epochs", "1", "--set", "finetune.trainable=[head]", "--set", "max_batches_per_epoch=2",
+                "--set", "optimizer.lr=0.01", "--threads", "2", "--no-progress"]) == 0
+    tuned = torch.load(out / "models" / "b.pt", weights_only=False)["state_dict"]
+    general = torch.load(out / "models" / "general.pt", weights_only=False)["state_dict"]
+    weights = [k for k in general if k.endswith("weight") and "norm" not in k]
+    assert all(torch.equal(tuned[k], general[k]) for k in weights if not k.startswith("head."))
+    assert any(not torch.equal(tuned[k], general[k]) for k in weights if k.startswith("head."))
+
+
+def test_finetune_bad_input_is_one_clear_line(general_run: Path, tiny_data: Path, tmp_path: Path, capsys) -> None:
+    code = cli(["finetune", str(general_run), "--data", str(tiny_data), "--out", str(tmp_path / "x"),
+                "--devices", "b", "--set", "finetune.trainable=[nonexistent]", "--no-progress"])
+    assert code == 2
+    assert "finetune.trainable: 'nonexistent' names no parameter" in capsys.readouterr().err
+    assert cli(["finetune", str(tmp_path / "nothing"), "--data", str(tiny_data), "--out", str(tmp_path / "y")]) == 2
