@@ -89,3 +89,52 @@ def test_finetune_bad_input_is_one_clear_line(general_run: Path, tiny_data: Path
     assert code == 2
     assert "finetune.trainable: 'nonexistent' names no parameter" in capsys.readouterr().err
     assert cli(["finetune", str(tmp_path / "nothing"), "--data", str(tiny_data), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_evaluate_bundle_scores_each_clip_with_its_device_model(bundle: Path, tiny_data: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    from dsmn.deploy.bundle import load_bundle
+    from dsmn.deploy.data import logmel_batches, open_features, split_clips
+    from dsmn.deploy.inference import load_for_inference
+    from dsmn.evaluation.bundle import evaluate_bundle
+    from dsmn.evaluation.evaluate import scene_probabilities
+
+    assert cli(["evaluate", str(bundle), "--data", str(tiny_data), "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "| known devices | 70 |" in out and "| unknown devices | 130 | general |" in out  # a, b, s1 listed
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["devices"]}
+    assert rows["b"]["model"] == "b" and rows["s1"]["model"] == "general" and rows["s5"]["model"] == "general"
+    for name in ("s1", "s4", "s5", "s6"):  # the general model in both columns
+        assert rows[name]["accuracy"] == rows[name]["general_accuracy"]
+
+    result, clips, probabilities, assigned = evaluate_bundle(load_bundle(bundle), tiny_data)
+    dataset, _ = split_clips(tiny_data, "evaluate")
+    for name, device in (("b", "b"), ("general", "s4")):
+        index = [i for i, c in enumerate(clips) if c.device == device]
+        assert {assigned[i] for i in index} == {name}
+        loaded = load_for_inference(bundle / "models" / f"{name}.pt")
+        cache = open_features(dataset, loaded.recipe.frontend)
+        expected = scene_probabilities(loaded, logmel_batches(cache, [clips[i] for i in index]))
+        assert torch.allclose(torch.from_numpy(probabilities[index]), torch.from_numpy(expected), atol=1e-6)
+
+
+def test_evaluate_bundle_reads_devices_from_a_generic_csv(bundle: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """Files without TAU names: the device comes from the CSV's device column (empty: unknown)."""
+    import shutil
+
+    from dsmn.deploy.bundle import load_bundle
+    from dsmn.evaluation.bundle import evaluate_bundle
+
+    root = tmp_path / "generic"
+    (root / "clips").mkdir(parents=True)
+    lines = ["filename,scene_label,device"]
+    tau = sorted((tiny_data / "audio").glob("*.wav"))[:40]
+    for k, path in enumerate(tau):
+        scene, device = path.stem.split("-")[0], ("b", "s9", "")[k % 3]
+        shutil.copy(path, root / "clips" / f"clip{k:03d}.wav")
+        lines.append(f"clips/clip{k:03d}.wav,{scene},{device}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    _, clips, _, assigned = evaluate_bundle(load_bundle(bundle), root, split="train")
+    by_device = {(c.device or "unknown"): a for c, a in zip(clips, assigned, strict=True)}
+    assert by_device == {"b": "b", "s9": "general", "unknown": "general"}

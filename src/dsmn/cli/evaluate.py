@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per_class.csv, per_device.csv, predictions.csv and confusion.png into the output folder "
         "(default RUN/eval_SPLIT_KIND/).",
     )
-    parser.add_argument("model", type=Path, help="checkpoint, run folder or exported .onnx file")
+    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx file, or a device bundle "
+                        "(dsmn finetune / dsmn export folder): each clip scored by its device's model, beside the "
+                        "general model alone")
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--split", default="fold1_evaluate",
                         help="fold1_evaluate / evaluate (default), fold1_train / train, fold1_test, split25 ...")
@@ -37,12 +39,15 @@ def _run_folder(model: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from dsmn.data import DatasetError
+    from dsmn.deploy.bundle import is_bundle
     from dsmn.deploy.data import split_name
     from dsmn.deploy.predict import write_predictions
     from dsmn.evaluation.evaluate import evaluate, load_for_inference
     from dsmn.evaluation.report import markdown, summary_json, write_report
 
     split = split_name(args.split)
+    if is_bundle(args.model):
+        return run_bundle(args, split)
     try:
         loaded = load_for_inference(args.model, args.model_kind)
     except (FileNotFoundError, ValueError) as error:
@@ -61,4 +66,30 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(markdown(result))
         print(f"written to {out}/: {', '.join(p.name for p in paths.values())}, predictions.csv")
+    return 0
+
+
+def run_bundle(args: argparse.Namespace, split: str) -> int:
+    """A device bundle: each clip by its device's model, and the general model alone, side by side."""
+    import json
+
+    from dsmn.data import DatasetError
+    from dsmn.deploy.bundle import BundleError, load_bundle
+    from dsmn.evaluation.bundle import evaluate_bundle, markdown, write_report
+
+    try:
+        bundle = load_bundle(args.model)
+        result, clips, probabilities, assigned = evaluate_bundle(
+            bundle, args.data, split, args.model_kind, args.cache, progress=sys.stderr.isatty())
+    except (BundleError, DatasetError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"dsmn evaluate: {message}", file=sys.stderr)
+        return 2
+    out = args.out or bundle.root / f"eval_{split}_{result.kind}"
+    paths = write_report(result, out, clips, probabilities, assigned)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(markdown(result))
+        print(f"written to {out}/: {', '.join(p.name for p in paths)}")
     return 0
