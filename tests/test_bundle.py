@@ -138,3 +138,22 @@ def test_evaluate_bundle_reads_devices_from_a_generic_csv(bundle: Path, tiny_dat
     _, clips, _, assigned = evaluate_bundle(load_bundle(bundle), root, split="train")
     by_device = {(c.device or "unknown"): a for c, a in zip(clips, assigned, strict=True)}
     assert by_device == {"b": "b", "s9": "general", "unknown": "general"}
+
+
+def test_complexity_of_a_bundle_per_device(bundle: Path, tmp_path: Path, capsys) -> None:
+    from dsmn import models
+    from dsmn.deploy.bundle import Bundle
+
+    assert cli(["complexity", str(bundle), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "s1       general  int8     45,164    45,164    8,645,641  yes" in out
+    assert cli(["complexity", str(bundle), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["within_limits"] and report["devices"]["unknown"] == "general"
+    assert report["per_device"]["b"] == {"MACs": 8_645_641, "Params": 45_164}
+
+    # a float bundle stores 4 bytes per parameter: model1 at float32 is over the 128,000-byte budget
+    torch.save(models.checkpoint_dict(models.create("model1")), tmp_path / "general.pt")
+    Bundle(tmp_path, {"general": "general.pt"}, {"a": "general"}).save()
+    assert cli(["complexity", str(tmp_path), "--check"]) == 1
+    assert "over the budget: general" in capsys.readouterr().out

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1-second clip (torchinfo), a per-layer table and the verdict against the DCASE limits "
         "(128,000 bytes, 30,000,000 MACs).",
     )
-    parser.add_argument("model", nargs="*", help="model name(s) or checkpoint(s)/run folder(s); default: all")
+    parser.add_argument("model", nargs="*", help="model name(s) or checkpoint(s)/run folder(s), or one device bundle "
+                        "(each device's model on its own); default: all registered models")
     parser.add_argument("--dtype", choices=sorted(BYTES_PER_PARAM), default="int8", help="stored parameter dtype")
     parser.add_argument("--check", action="store_true", help="exit 1 when a limit is exceeded")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model")
@@ -25,8 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsmn.deploy.bundle import is_bundle
     from dsmn.models import available, load_model
 
+    if len(args.model) == 1 and is_bundle(args.model[0]):
+        return run_bundle(args)
     targets = args.model or available()
     exceeded = False
     reports = []
@@ -55,3 +59,33 @@ def _table(reports) -> str:
         for r in reports
     ]
     return "\n".join([f"DCASE complexity ({reports[0].dtype} parameters, one 1-s clip)", head, *rows])
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """Per device of a bundle: its model's parameters, bytes and MACs; --check: every one within budget."""
+    import sys
+
+    from dsmn.complexity import MAX_MACS, MAX_PARAM_BYTES
+    from dsmn.deploy.bundle import BundleError, check_complexity, load_bundle, model_complexity, submission_complexity
+
+    try:
+        bundle = load_bundle(args.model[0])
+        per_model = model_complexity(bundle)
+    except (BundleError, ValueError, FileNotFoundError) as error:
+        print(f"dsmn complexity: {error}", file=sys.stderr)
+        return 2
+    over = check_complexity(per_model)
+    devices = bundle.device_models()
+    if args.json:
+        print(json.dumps({"bundle": str(bundle.root), "models": per_model, "devices": devices,
+                          "within_limits": not over, **submission_complexity(bundle, per_model)}))
+    else:
+        print(f"bundle {bundle.root}: DCASE limits {MAX_PARAM_BYTES:,} parameter bytes, {MAX_MACS:,} MACs per model")
+        print(f"{'device':<8} {'model':<8} {'dtype':<5} {'params':>9} {'bytes':>9} {'MACs':>12}  within limits")
+        for device, name in devices.items():
+            f = per_model[name]
+            print(f"{device:<8} {name:<8} {f['dtype']:<5} {f['params']:>9,} {f['param_bytes']:>9,} {f['macs']:>12,}  "
+                  f"{'yes' if f['within_limits'] else 'NO'}")
+        if over:
+            print(f"over the budget: {', '.join(over)}")
+    return 1 if args.check and over else 0

@@ -116,11 +116,14 @@ def model_complexity(bundle: Bundle) -> dict[str, dict[str, Any]]:
     from dsmn.models import model_from_checkpoint, read_checkpoint
 
     out = {}
+    recorded = bundle.info.get("complexity") or {}  # an exported bundle records its models' figures
     for name in bundle.models:
         path = bundle.path(name)
         if path.suffix == ".onnx":
-            raise BundleError(f"{path}: complexity is measured on the checkpoints of a bundle made by "
-                              "`dsmn finetune`; an exported bundle carries it in its complexity.json")
+            if name not in recorded:
+                raise BundleError(f"{bundle.root / MANIFEST}: no recorded complexity for ONNX model {name!r}")
+            out[name] = recorded[name]
+            continue
         checkpoint = read_checkpoint(path)
         dtype = "int8" if "qat_state_dict" in checkpoint else "fp32"
         report = measure(model_from_checkpoint(checkpoint), dtype=dtype)
@@ -140,3 +143,8 @@ def submission_complexity(bundle: Bundle, per_model: dict[str, dict[str, Any]]) 
 
 def write_complexity(bundle: Bundle) -> Path:
     return write_json_atomic(bundle.root / COMPLEXITY, submission_complexity(bundle, model_complexity(bundle)))
+
+
+def check_complexity(per_model: dict[str, dict[str, Any]]) -> list[str]:
+    """The models over the DCASE budget (empty: every model fits on its own)."""
+    return sorted(name for name, figures in per_model.items() if not figures["within_limits"])
