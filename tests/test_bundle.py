@@ -157,3 +157,68 @@ def test_complexity_of_a_bundle_per_device(bundle: Path, tmp_path: Path, capsys)
     Bundle(tmp_path, {"general": "general.pt"}, {"a": "general"}).save()
     assert cli(["complexity", str(tmp_path), "--check"]) == 1
     assert "over the budget: general" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def exported(bundle: Path, tiny_data: Path) -> Path:
+    out = bundle.parent / "deploy"
+    assert cli(["export", str(bundle), "--out", str(out), "--data", str(tiny_data), "--check-clips", "60"]) == 0
+    return out
+
+
+def test_export_bundle_writes_checked_int8_models_and_a_manifest(exported: Path, bundle: Path) -> None:
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["models"] == {"general": "general.onnx", "a": "a.onnx", "b": "b.onnx"}
+    assert manifest["devices"] == {"a": "a", "b": "b", "s1": "general", "unknown": "general"}
+    assert manifest["precision"] == "int8"
+    for name in ("general", "a", "b"):
+        check = manifest["export"][name]
+        assert check["clips_checked"] > 0 and check["agreement"] >= 0.99 and check["int8_operators"] > 0
+    assert manifest["export"]["b"]["clips_checked"] == 30  # device b's own evaluate clips
+    assert json.loads((exported / "complexity.json").read_text()) == \
+        json.loads((bundle / "complexity.json").read_text())
+
+
+def _audio(tiny_data: Path, device: str) -> Path:
+    return sorted((tiny_data / "audio").glob(f"*-{device}.wav"))[0]
+
+
+def test_predict_with_a_bundle_picks_each_files_model(exported: Path, bundle: Path, tiny_data: Path,
+                                                      tmp_path: Path) -> None:
+    import shutil
+
+    plain = tmp_path / "clip.wav"  # no TAU name, not in the table: unknown
+    shutil.copy(_audio(tiny_data, "a"), plain)
+    listed = tmp_path / "recording7.wav"
+    shutil.copy(_audio(tiny_data, "a"), listed)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("filename,device_id\nrecording7.wav,b\n")
+    files = [_audio(tiny_data, "a"), _audio(tiny_data, "s1"), _audio(tiny_data, "s4"), plain, listed]
+    for model in (exported, bundle):  # the ONNX bundle and the checkpoint bundle
+        out = tmp_path / f"{model.name}.tsv"
+        assert cli(["predict", str(model), *map(str, files), "--device-ids", str(ids), "--out", str(out)]) == 0
+        rows = [line.split("\t") for line in out.read_text().splitlines()]
+        assert rows[0][-2:] == ["device_id", "model"]
+        assert [(r[-2], r[-1]) for r in rows[1:]] == [("a", "a"), ("s1", "general"), ("s4", "general"),
+                                                      ("unknown", "general"), ("b", "b")]
+    # the same file through the b model and the general model: different models, different numbers
+    onnx_rows = [line.split("\t") for line in (tmp_path / "deploy.tsv").read_text().splitlines()]
+    assert onnx_rows[4][2:12] != onnx_rows[5][2:12]
+
+
+def test_a_manifest_device_whose_model_file_is_missing_is_a_clear_error(exported: Path, tiny_data: Path,
+                                                                        tmp_path: Path, capsys) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "b.onnx").unlink()
+    code = cli(["predict", str(broken), str(_audio(tiny_data, "a")), "--out", str(tmp_path / "p.tsv")])
+    assert code == 2
+    assert "model file b.onnx of device b is missing" in capsys.readouterr().err
+    assert cli(["evaluate", str(broken), "--data", str(tiny_data), "--out", str(tmp_path / "e")]) == 2
+    assert "b.onnx of device b is missing" in capsys.readouterr().err
+    bad = tmp_path / "ids.csv"
+    bad.write_text("name;dev\n")
+    assert cli(["predict", str(exported), str(_audio(tiny_data, "a")), "--device-ids", str(bad)]) == 2
+    assert "expected columns filename and device_id" in capsys.readouterr().err

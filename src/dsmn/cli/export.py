@@ -18,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the class order are stored in the file's metadata. The export is checked on real clips (top-1 "
         "agreement with the torch model must reach 99%%) and reports parameter memory and MACs.",
     )
-    parser.add_argument("model", type=Path, help="checkpoint file or run folder (best.pt, else last.pt)")
-    parser.add_argument("--out", type=Path, default=None, help="ONNX file (default: RUN/model-PRECISION.onnx)")
+    parser.add_argument("model", type=Path, help="checkpoint file or run folder (best.pt, else last.pt), or a device "
+                        "bundle (dsmn finetune): one ONNX file per device model, each checked on its device's clips")
+    parser.add_argument("--out", type=Path, default=None, help="ONNX file (default: RUN/model-PRECISION.onnx); "
+                        "for a bundle the output folder (required)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset whose clips check the export (default: the training data the checkpoint names)")
@@ -43,6 +45,10 @@ def _recorded_data(checkpoint: dict) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsmn.deploy.bundle import is_bundle
+
+    if is_bundle(args.model):
+        return run_bundle(args)
     from dsmn.deploy import ExportCheckError, export_onnx, load_trained
     from dsmn.deploy.data import logmel_batches, open_features, split_clips, spread
 
@@ -78,4 +84,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsmn export: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """A device bundle: one checked ONNX file per model, a manifest and complexity.json in --out."""
+    from dsmn.data import DatasetError
+    from dsmn.deploy import ExportCheckError
+    from dsmn.deploy.bundle import BundleError, load_bundle
+    from dsmn.deploy.bundle_export import export_bundle
+
+    if args.out is None:
+        print("dsmn export: exporting a bundle needs --out DIR (the folder for its ONNX files)", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args.model)
+        exported, reports = export_bundle(
+            bundle, args.out, precision=args.precision, data=args.data, split=args.split,
+            check_clips=args.check_clips, cache_dir=args.cache, compact=args.compact, check=not args.no_check)
+    except ExportCheckError as error:
+        print(f"dsmn export: FAILED: {error}", file=sys.stderr)
+        return 1
+    except (BundleError, DatasetError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"dsmn export: {message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"bundle": str(exported.root), "devices": exported.device_models(), "models": reports},
+                         indent=2))
+    else:
+        print(f"exported bundle {exported.root}: {len(exported.models)} ONNX model(s), manifest.json, complexity.json")
     return 0

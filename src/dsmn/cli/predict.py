@@ -22,21 +22,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Unreadable files are reported on stderr and skipped; the exit code is 1 when any failed, unless "
         "--keep-going.",
     )
-    parser.add_argument("model", type=Path, help="checkpoint, run folder or exported .onnx file")
+    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx file, or a device bundle "
+                        "(dsmn finetune or dsmn export folder): each file by its device's model")
     parser.add_argument("paths", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--out", default="predictions.csv", help="output file ('-' for stdout)")
     parser.add_argument("--windows", action="store_true", help="also write one row per 1-s window (FILE#wK)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per network call")
     parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
                         help="form of a checkpoint to run (default: qat for QAT checkpoints, else float)")
+    parser.add_argument("--device-ids", type=Path, default=None,
+                        help="bundles: CSV filename,device_id giving each file's recording device (else from its TAU "
+                        "name, else unknown -> the general model); output gains device_id and model columns")
     parser.add_argument("--keep-going", action="store_true", help="exit 0 even when some files failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no notes")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsmn.deploy.bundle import is_bundle
     from dsmn.deploy.inference import load_for_inference
     from dsmn.deploy.predict import FileFailure, Predictor, find_audio, header, prediction_row
+
+    if is_bundle(args.model):
+        return run_bundle(args)
+    if args.device_ids is not None:
+        print("dsmn predict: --device-ids needs a device bundle (dsmn finetune / dsmn export folder)", file=sys.stderr)
+        return 2
 
     try:
         loaded = load_for_inference(args.model, args.model_kind)
@@ -72,4 +83,52 @@ def run(args: argparse.Namespace) -> int:
             handle.close()
     if args.out != "-" and not args.quiet:
         print(f"{done} file(s) classified, {failed} failed -> {args.out}", file=sys.stderr)
+    return 1 if failed and not args.keep_going else 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """A device bundle: each file by its device's model; rows end with its device id and model."""
+    from dsmn.deploy.bundle import BundleError, load_bundle
+    from dsmn.deploy.bundle_predict import BundlePredictor, device_id_of, read_device_ids
+    from dsmn.deploy.predict import FileFailure, find_audio, header, prediction_row
+    from dsmn.labels import SCENES
+
+    try:
+        bundle = load_bundle(args.model)
+        table = read_device_ids(args.device_ids) if args.device_ids is not None else None
+        predictor = BundlePredictor(bundle, args.model_kind, batch_size=max(1, args.batch_size))
+    except (BundleError, FileNotFoundError, ValueError) as error:
+        print(f"dsmn predict: {error}", file=sys.stderr)
+        return 2
+    files = list(find_audio(args.paths))
+    if not files:
+        print("dsmn predict: no audio files found", file=sys.stderr)
+        return 2
+    device_ids = [device_id_of(path, name, table) for path, name in files]
+    handle = sys.stdout if args.out == "-" else open(Path(args.out), "w", newline="")  # noqa: SIM115
+    failed = done = 0
+    used: dict[str, int] = {}
+    try:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow([*header(SCENES), "device_id", "model"])
+        for result, device, model in predictor.predict(files, device_ids):
+            if isinstance(result, FileFailure):
+                failed += 1
+                print(f"dsmn predict: skipped {result.filename}: {result.reason}", file=sys.stderr)
+                continue
+            done += 1
+            used[model] = used.get(model, 0) + 1
+            writer.writerow([*prediction_row(result.filename, result.probabilities, SCENES), device, model])
+            if args.windows:
+                for k, window in enumerate(result.windows):
+                    writer.writerow([*prediction_row(f"{result.filename}#w{k}", window, SCENES), device, model])
+    except (BundleError, ValueError) as error:
+        print(f"dsmn predict: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    if args.out != "-" and not args.quiet:
+        models = ", ".join(f"{name} {count}" for name, count in used.items())
+        print(f"{done} file(s) classified ({models}), {failed} failed -> {args.out}", file=sys.stderr)
     return 1 if failed and not args.keep_going else 0
