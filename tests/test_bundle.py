@@ -222,3 +222,63 @@ def test_a_manifest_device_whose_model_file_is_missing_is_a_clear_error(exported
     bad.write_text("name;dev\n")
     assert cli(["predict", str(exported), str(_audio(tiny_data, "a")), "--device-ids", str(bad)]) == 2
     assert "expected columns filename and device_id" in capsys.readouterr().err
+
+
+def test_submission_api_as_the_organisers_script_calls_it(bundle: Path, exported: Path, tiny_data: Path,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    """load_model / load_inputs / get_model_for_device / predict as evaluate_submission.py and the
+    complexity check use them: test split with device ids (one "unknown"), softmax, output.csv."""
+    import copy
+    import csv
+
+    import torchinfo
+
+    from dsmn import submission as api
+    from dsmn.data import load_dataset
+    from dsmn.labels import SCENES
+
+    monkeypatch.setattr(api, "DEFAULT_BUNDLE", bundle)
+    dataset = load_dataset(tiny_data)
+    clips = dataset.split("evaluate")[::10]
+    file_paths = [str(tiny_data / c.filename) for c in clips]
+    device_ids = [c.device for c in clips]
+    device_ids[0] = "unknown"
+    predictions, class_order = api.predict(file_paths=file_paths, device_ids=device_ids, model_file_path=None,
+                                           use_cuda=torch.cuda.is_available())
+    assert class_order == list(SCENES)
+    assert len(predictions) == len(file_paths) and all(p.shape == (10,) for p in predictions)
+    label_to_idx = {label: i for i, label in enumerate(class_order)}
+    true = [label_to_idx[c.scene] for c in clips]
+    predicted = [int(p.argmax().item()) for p in predictions]
+    assert len(true) == len(predicted)
+    probabilities = torch.softmax(torch.stack(predictions), dim=1)
+    output = tmp_path / "output.csv"
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["filename", "scene_label", *class_order])
+        for clip, p in zip(clips, probabilities, strict=True):
+            writer.writerow([clip.filename, class_order[int(p.argmax())], *p.tolist()])
+    assert len(output.read_text().splitlines()) == len(clips) + 1
+
+    # each file went through its device's model: the same numbers as the exported int8 bundle
+    rows = tmp_path / "onnx.tsv"
+    ids = tmp_path / "ids.csv"
+    ids.write_text("filename,device_id\n" + "".join(f"{p},{d}\n" for p, d in zip(file_paths, device_ids, strict=True)))
+    assert cli(["predict", str(exported), *file_paths, "--device-ids", str(ids), "--out", str(rows)]) == 0
+    onnx = [line.split("\t") for line in rows.read_text().splitlines()[1:]]
+    assert [r[-1] for r in onnx] == [{"a": "a", "b": "b"}.get(d, "general") for d in device_ids]
+    onnx_probabilities = torch.tensor([[float(v) for v in r[2:12]] for r in onnx])
+    assert torch.allclose(probabilities, onnx_probabilities, atol=0.02)
+
+    # the organisers' complexity check: torchinfo on a float copy, memory = numel x dtype bytes
+    model = api.load_model()
+    inputs = api.load_inputs(file_paths[:3], ["a", "b", "unknown"], model)
+    for tensor, device_id in zip(inputs, ["a", "b", "unknown"], strict=True):
+        submodel = api.get_model_for_device(model, device_id)
+        macs = torchinfo.summary(copy.deepcopy(submodel).float(), input_size=tuple(tensor.shape), verbose=0)
+        memory = sum(p.numel() * p.element_size() for p in submodel.parameters())
+        assert tensor.shape == (1, 2, 256, 44)
+        assert macs.total_mult_adds <= 30_000_000 and memory <= 128_000
+        assert {p.dtype for p in submodel.parameters()} == {torch.int8, torch.float32}
+    assert api.get_model_for_device(model, "unknown") is api.get_model_for_device(model, "s6")
+    assert api.get_model_for_device(model, "b") is not api.get_model_for_device(model, "unknown")
