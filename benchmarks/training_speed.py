@@ -158,7 +158,7 @@ def measure(name: str, data: Path, device: torch.device, steps: int, warmup: int
         for k in range(warmup + steps):
             start, start_cpu = clock.now(), time.process_time()
             raw = next(iterator)
-            x, scene, coarse = inputs(raw, 0, rng)
+            x, scene, coarse, _ = inputs(raw, 0, rng)
             clock.mark("data_end")
             projection_before = len(projection)
             train_step(net, x, scene, coarse, optimizer, settings)

@@ -1,5 +1,5 @@
-"""Data-parallel training on the CPU (gloo): PCGrad across processes equals PCGrad on the whole batch,
-and `dsmn train` runs under torchrun with two processes."""
+"""Data-parallel training on the CPU (gloo): PCGrad across processes equals PCGrad on the whole batch
+(with and without distillation), and `dsmn train` runs under torchrun with two processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dsmn.training.augment import soft_targets
+from dsmn.training.augment import coarse_matrix, soft_targets
 from dsmn.training.distributed import Distributed
 from dsmn.training.step import StepSettings, train_step
 
@@ -30,15 +30,22 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.randn(8, 6, generator=g), scene, coarse
 
 
-def one_step(model: nn.Module, x, scene, coarse, mode: str, context: Distributed) -> None:  # noqa: ANN001
+def teacher_batch() -> torch.Tensor:
+    """Teacher probabilities (T = 2) of the global batch."""
+    return torch.softmax(torch.randn(8, 10, generator=torch.Generator().manual_seed(2)) / 2, dim=1)
+
+
+def one_step(model: nn.Module, x, scene, coarse, mode: str, context: Distributed, teacher=None) -> None:  # noqa: ANN001
+    """`mode`: multitask[:merge][-kd] (-kd: with a distillation term from `teacher`)."""
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=0.5)
-    multitask, _, merge = mode.partition(":")
-    settings = StepSettings(multitask, "full", params, merge=merge or "per-tensor", dist=context)
-    train_step(context.wrap(model), x, scene, coarse, optimizer, settings)
+    multitask, _, merge = mode.removesuffix("-kd").partition(":")
+    settings = StepSettings(multitask, "full", params, merge=merge or "per-tensor", dist=context, kd_lambda=0.3)
+    kd = (teacher, teacher @ coarse_matrix()) if mode.endswith("-kd") else None
+    train_step(context.wrap(model), x, scene, coarse, optimizer, settings, teacher=kd)
 
 
-MODES = ("pcgrad:per-tensor", "pcgrad:per-element", "sum")
+MODES = ("pcgrad:per-tensor", "pcgrad:per-element", "sum", "pcgrad:per-tensor-kd", "sum-kd")
 
 
 def worker(rank: int, store: str, out: str) -> None:
@@ -47,7 +54,8 @@ def worker(rank: int, store: str, out: str) -> None:
         x, scene, coarse = global_batch()
         for mode in MODES:
             model = tiny_net()
-            one_step(model, x[rank::2], scene[rank::2], coarse[rank::2], mode, Distributed(rank, 2))
+            one_step(model, x[rank::2], scene[rank::2], coarse[rank::2], mode, Distributed(rank, 2),
+                     teacher_batch()[rank::2])
             torch.save(model.state_dict(), f"{out}.{mode}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -61,7 +69,7 @@ def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:
     for mode in MODES:
         shards = [torch.load(tmp_path / f"w.{mode}.{r}") for r in (0, 1)]
         single = tiny_net()
-        one_step(single, x, scene, coarse, mode, Distributed())
+        one_step(single, x, scene, coarse, mode, Distributed(), teacher_batch())
         for key, value in single.state_dict().items():
             assert torch.equal(shards[0][key], shards[1][key])  # the processes stay in lockstep
             assert torch.allclose(shards[0][key], value, atol=1e-6), (mode, key)
@@ -70,6 +78,9 @@ def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:
     rules = [torch.load(tmp_path / f"w.pcgrad:{rule}.0") for rule in ("per-tensor", "per-element")]
     assert torch.equal(rules[0]["0.weight"], rules[1]["0.weight"])
     assert not torch.allclose(rules[0]["2.weight"], rules[1]["2.weight"])
+    for mode in ("pcgrad:per-tensor", "sum"):  # the distillation term changes the step
+        plain, distilled = (torch.load(tmp_path / f"w.{m}.0") for m in (mode, f"{mode}-kd"))
+        assert not torch.equal(plain["2.weight"], distilled["2.weight"])
 
 
 @pytest.mark.e2e

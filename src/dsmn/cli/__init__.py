@@ -20,9 +20,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COMMANDS: dict[str, str] = {
     "complexity": "complexity",
     "synth": "synth",
+    "synth-irs": "synth_irs",
     "features": "features",
     "train": "train",
     "finetune": "finetune",
+    "teach": "teach",
     "evaluate": "evaluate",
     "export": "export",
     "predict": "predict",

@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="threads reading cache rows ahead of the step")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--cache", help="feature cache folder (default: DATA/.dsmn_cache)")
+    parser.add_argument("--teacher", help="teacher logit table (`dsmn teach`, or tab/comma-separated `filename` + "
+                        "the ten scenes): distil with kd_lambda / temperature of the config's `distillation`")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. --set mixup.enabled=false --set qat.start_epoch=80")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
@@ -62,6 +64,10 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["data"] = data
     if args.lr is not None:
         out["optimizer"] = {"lr": args.lr}
+    if args.teacher is not None:  # absolute: a resumed run finds it from any working directory
+        from pathlib import Path
+
+        out["distillation"] = {"teacher": str(Path(args.teacher).resolve())}
     if args.no_progress:
         out["progress"] = False
     return deep_merge(out, parse_overrides(args.set))
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsmn train: {error}")
         return 2
     from dsmn.data import DatasetError
+    from dsmn.distillation import TeacherFileError
     from dsmn.features import CacheError
 
     try:

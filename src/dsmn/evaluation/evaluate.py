@@ -15,7 +15,7 @@ from dsmn.deploy.trained import network_input
 from dsmn.evaluation import metrics
 from dsmn.labels import NUM_SCENES, SCENES
 
-__all__ = ["Evaluation", "evaluate", "load_for_inference", "scene_probabilities", "score"]
+__all__ = ["Evaluation", "evaluate", "load_for_inference", "scene_logits", "scene_probabilities", "score"]
 
 
 @dataclass
@@ -63,14 +63,20 @@ def score(probabilities: np.ndarray, targets: np.ndarray, devices: Sequence[str 
     )
 
 
-def scene_probabilities(loaded: LoadedModel, logmels, batch_size: int = 256) -> np.ndarray:
-    """Softmax over the scene logits, one row per clip."""
+def scene_logits(loaded: LoadedModel, logmels, batch_size: int = 256) -> np.ndarray:
+    """The scene logits (before softmax), one row per clip of the raw log-mel batches `logmels`."""
     rows = []
     for logmel in logmels:
         x = network_input(logmel, loaded.recipe.deltas, loaded.recipe.delta_width)
         for start in range(0, len(x), batch_size):
-            rows.append(softmax(loaded.logits(x[start : start + batch_size])[:, :NUM_SCENES]))
+            rows.append(loaded.logits(x[start : start + batch_size])[:, :NUM_SCENES])
     return np.concatenate(rows) if rows else np.zeros((0, NUM_SCENES))
+
+
+def scene_probabilities(loaded: LoadedModel, logmels, batch_size: int = 256) -> np.ndarray:
+    """Softmax over the scene logits, one row per clip."""
+    logits = scene_logits(loaded, logmels, batch_size)
+    return softmax(logits) if len(logits) else logits
 
 
 def evaluate(

@@ -11,6 +11,7 @@ through one registry.
 from dsmn.models import dsmn as _dsmn  # noqa: F401  (registers model1..model4)
 from dsmn.models import dssc as _dssc  # noqa: F401  (registers dssc_large, dssc_middle, dssc_small)
 from dsmn.models import baselines as _baselines  # noqa: F401  (registers dcase2022_baseline, cp_mobile)
+from dsmn.models import teachers as _teachers  # noqa: F401  (registers cp_mobile_wide, a teacher)
 # isort: on
 from dsmn.models.baselines import CPMobile, CPMobileConfig, DCASEBaselineCNN
 from dsmn.models.checkpoint import checkpoint_dict, load_model, model_from_checkpoint, read_checkpoint

@@ -70,6 +70,18 @@ class SpecAugmentConfig:
 
 
 @dataclass
+class DeviceIRConfig:
+    """Device impulse responses: a folder of IR WAVs becomes a bank of log-mel device responses added to
+    reference-device clips, per batch with `probability`. The bank joins spectrum correction (a batch
+    the IR coin skips may still get a correction vector) or, with `replace_correction`, replaces it."""
+
+    enabled: bool = False
+    folder: str | None = None
+    probability: float = 0.6
+    replace_correction: bool = False
+
+
+@dataclass
 class FreqMixStyleConfig:
     """Freq-MixStyle: per clip with `probability`, its per-mel-band mean and std (over time) are mixed
     with another clip's with a weight ~ Beta(alpha, alpha). Published settings: p = 0.4, alpha = 0.3."""
@@ -77,6 +89,19 @@ class FreqMixStyleConfig:
     enabled: bool = False
     probability: float = 0.4
     alpha: float = 0.3
+
+
+@dataclass
+class DistillationConfig:
+    """Knowledge distillation from a teacher logit table (`dsmn teach`, or made elsewhere).
+
+    Each task's loss = kd_lambda * label loss + (1 - kd_lambda) * T^2 * KL(teacher_T || student_T),
+    T = `temperature`. Published (CPJKU, DCASE 2023): kd_lambda = 0.02, T = 2. `teacher: null`: off.
+    """
+
+    teacher: str | None = None
+    kd_lambda: float = 0.02
+    temperature: float = 2.0
 
 
 @dataclass
@@ -160,7 +185,9 @@ class TrainConfig:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     spectrum_correction: SpectrumCorrectionConfig = field(default_factory=SpectrumCorrectionConfig)
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    device_ir: DeviceIRConfig = field(default_factory=DeviceIRConfig)
     freq_mixstyle: FreqMixStyleConfig = field(default_factory=FreqMixStyleConfig)
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     qat: QATSectionConfig = field(default_factory=QATSectionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -182,8 +209,14 @@ class TrainConfig:
             self.qat.start_epoch = max(0, self.epochs + self.qat.start_epoch)
         if not 0.0 <= self.spectrum_correction.probability <= 1.0:
             raise ValueError("spectrum_correction.probability must lie in [0, 1]")
+        if not 0.0 <= self.device_ir.probability <= 1.0:
+            raise ValueError("device_ir.probability must lie in [0, 1]")
+        if self.device_ir.enabled and not self.device_ir.folder:
+            raise ValueError("device_ir.enabled needs device_ir.folder (a folder of impulse response WAVs)")
         if not 0.0 <= self.freq_mixstyle.probability <= 1.0 or self.freq_mixstyle.alpha <= 0:
             raise ValueError("freq_mixstyle.probability must lie in [0, 1] and freq_mixstyle.alpha be positive")
+        if not 0.0 <= self.distillation.kd_lambda <= 1.0 or self.distillation.temperature <= 0:
+            raise ValueError("distillation.kd_lambda must lie in [0, 1] and distillation.temperature be positive")
         for section, key in ((self.data, "devices"), (self.finetune, "trainable")):
             value = getattr(section, key)
             if isinstance(value, str):  # `--set data.devices=a` means [a]

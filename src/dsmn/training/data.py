@@ -131,6 +131,7 @@ class RawBatch:
     logmel: torch.Tensor  # (B, mel, frames) float32 raw log-mel
     scene_ids: torch.Tensor  # (B,) int64
     is_reference: torch.Tensor  # (B,) bool: recorded by the spectrum-correction reference device
+    teacher_logits: torch.Tensor | None = None  # (B, 10) scene logits of the teacher, when distilling
 
 
 class BatchReader:
@@ -140,17 +141,21 @@ class BatchReader:
     the disk read of batch k+1 overlaps the training step of batch k.
     """
 
-    def __init__(self, table: ClipTable, source: LogMelRows, reference_device: str, workers: int = 0) -> None:
+    def __init__(self, table: ClipTable, source: LogMelRows, reference_device: str, workers: int = 0,
+                 teacher_logits: torch.Tensor | None = None) -> None:
+        """`teacher_logits` (N, 10), aligned with `table`: gathered with each batch (one index on the device)."""
         self.table = table
         self.source = source
         self.workers = workers
         device = source.device
         self.scene_ids = torch.from_numpy(table.scene_ids).to(device)
         self.is_reference = torch.from_numpy(table.device_mask(reference_device)).to(device)
+        self.teacher_logits = None if teacher_logits is None else teacher_logits.to(device)
 
     def read(self, index: np.ndarray) -> RawBatch:
         position = torch.from_numpy(index).to(self.source.device)
-        return RawBatch(self.source.gather(index), self.scene_ids[position], self.is_reference[position])
+        teacher = None if self.teacher_logits is None else self.teacher_logits[position]
+        return RawBatch(self.source.gather(index), self.scene_ids[position], self.is_reference[position], teacher)
 
     def __call__(self, batches: list[np.ndarray]) -> Iterator[RawBatch]:
         if self.workers <= 0 or len(batches) < 2:

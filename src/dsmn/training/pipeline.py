@@ -1,19 +1,21 @@
 """From a raw log-mel batch to the network's input and soft targets, in the recipe's order.
 
-spectrum correction (raw log-mel, device-a clips) -> Freq-MixStyle (raw log-mel) -> deltas + per-clip standardisation ->
-SpecAugment -> mixup (features and both soft targets, one lambda per batch).
+device IR response or spectrum correction (raw log-mel, device-a clips) -> Freq-MixStyle (raw log-mel)
+-> deltas + per-clip standardisation -> SpecAugment
+-> mixup (features, both soft targets and the teacher's probabilities, one lambda per batch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from dsmn.features import deltas as delta_features
 from dsmn.features import standardize
-from dsmn.training.augment import freq_mixstyle, mixup, soft_targets, spec_augment, spectrum_correction
+from dsmn.training.augment import coarse_matrix, freq_mixstyle, mixup, soft_targets, spec_augment, spectrum_correction
 from dsmn.training.config import TrainConfig
 from dsmn.training.data import RawBatch
 from dsmn.training.schedule import mixup_fraction
@@ -40,21 +42,36 @@ class EpochRandomness:
         return cls(np.random.default_rng(sequence), generator)
 
 
+class StepInputs(NamedTuple):
+    """What one training step consumes: the network input and its targets."""
+
+    x: torch.Tensor
+    scene: torch.Tensor  # (B, 10) soft label targets
+    coarse: torch.Tensor  # (B, 3)
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None  # teacher probabilities at T: (B, 10), (B, 3)
+
+
 class TrainingInputs:
     """Applies the recipe's augmentations to raw batches; every part switchable by the config."""
 
-    def __init__(self, config: TrainConfig, use_deltas: bool, correction: torch.Tensor | None) -> None:
+    def __init__(self, config: TrainConfig, use_deltas: bool, correction: torch.Tensor | None,
+                 device_responses: torch.Tensor | None = None) -> None:
         self.config = config
         self.use_deltas = use_deltas
         self.correction = correction  # (pairs, mel) device responses, or None
+        self.device_responses = device_responses  # (IRs, mel) log-mel responses of device IRs, or None
         self.channels_last = config.channels_last
 
-    def __call__(
-        self, batch: RawBatch, epoch: int, rng: EpochRandomness
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: RawBatch, epoch: int, rng: EpochRandomness) -> StepInputs:
         c = self.config
         logmel = batch.logmel
-        if c.spectrum_correction.enabled and self.correction is not None:
+        ir_applied = False
+        if c.device_ir.enabled and self.device_responses is not None:  # its own coin, before the correction's
+            shifted = spectrum_correction(logmel, batch.is_reference, self.device_responses,
+                                          probability=c.device_ir.probability, host_rng=rng.host, generator=rng.device)
+            ir_applied, logmel = shifted is not logmel, shifted
+        if (c.spectrum_correction.enabled and self.correction is not None and not ir_applied
+                and not (c.device_ir.enabled and c.device_ir.replace_correction)):
             logmel = spectrum_correction(logmel, batch.is_reference, self.correction,
                                          probability=c.spectrum_correction.probability, host_rng=rng.host,
                                          generator=rng.device)
@@ -65,12 +82,17 @@ class TrainingInputs:
         if c.specaugment.enabled:
             x = spec_augment(x, time_stripes=c.specaugment.time_stripes, freq_stripes=c.specaugment.freq_stripes,
                              max_width=c.specaugment.max_width, generator=rng.device)
-        scene, coarse = soft_targets(batch.scene_ids)
+        targets = soft_targets(batch.scene_ids)
+        if batch.teacher_logits is not None:  # probabilities, so that mixup mixes them like the labels
+            targets = (*targets, torch.softmax(batch.teacher_logits.float() / c.distillation.temperature, dim=1))
         fraction = mixup_fraction(epoch, c.mixup)
         if fraction > 0:
             lam = float(rng.host.beta(c.mixup.alpha, c.mixup.alpha))
-            x, (scene, coarse) = mixup(x, (scene, coarse), lam=lam, fraction=fraction, generator=rng.device)
-        return to_layout(x, self.channels_last), scene, coarse
+            x, targets = mixup(x, targets, lam=lam, fraction=fraction, generator=rng.device)
+        teacher = None
+        if batch.teacher_logits is not None:  # the coarse task's teacher: scene probabilities summed per group
+            teacher = (targets[2], targets[2] @ coarse_matrix(targets[2].device))
+        return StepInputs(to_layout(x, self.channels_last), targets[0], targets[1], teacher)
 
 
 def to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -31,11 +31,44 @@ class StepSettings:
     penalty: nn.Module | None = None  # the float network, when one of its modules defines a penalty
     head: nn.Module | None = None  # for shared-representation PCGrad: the head that reads the embedding
     dist: Distributed = field(default_factory=Distributed)
+    kd_lambda: float = 0.02  # with a teacher: task loss = kd_lambda * label + (1 - kd_lambda) * T^2 * KL
+    temperature: float = 2.0
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft (mixed) targets, averaged over the batch."""
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || softmax(logits / T)), summed over classes, averaged over the batch.
+
+    `teacher` holds probabilities already softened at T (and mixed like the inputs). The T^2 factor
+    keeps the gradient scale independent of T (Hinton et al. 2015).
+    """
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    kl = (torch.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1).mean()
+    return temperature**2 * kl
+
+
+def task_losses(
+    scene_logits: torch.Tensor, coarse_logits: torch.Tensor, scene_target: torch.Tensor, coarse_target: torch.Tensor,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None, s: StepSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(scene task loss, coarse task loss, scene label CE, coarse label CE, [scene KD, coarse KD]).
+
+    Without a teacher a task's loss is its label cross-entropy; with one, the distillation term is
+    part of each task's loss, so PCGrad projects and merges the distilled task gradients.
+    """
+    scene_ce = soft_cross_entropy(scene_logits, scene_target)
+    coarse_ce = soft_cross_entropy(coarse_logits, coarse_target)
+    if teacher is None:
+        return scene_ce, coarse_ce, scene_ce, coarse_ce, torch.zeros(2, device=scene_ce.device)
+    scene_kd = distillation_loss(scene_logits, teacher[0], s.temperature)
+    coarse_kd = distillation_loss(coarse_logits, teacher[1], s.temperature)
+    lam = s.kd_lambda
+    return (lam * scene_ce + (1 - lam) * scene_kd, lam * coarse_ce + (1 - lam) * coarse_kd, scene_ce, coarse_ce,
+            torch.stack([scene_kd.detach(), coarse_kd.detach()]))
 
 
 def train_step(
@@ -45,8 +78,10 @@ def train_step(
     coarse_target: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     s: StepSettings,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One step; returns [scene loss, coarse loss, penalty, scene accuracy] as a detached tensor."""
+    """One step; returns [scene label loss, coarse label loss, penalty, scene accuracy, scene KD loss,
+    coarse KD loss, optimised loss] as a detached tensor (KD losses 0 without a teacher)."""
     use_pcgrad = s.multitask == "pcgrad"
     shared_rep = use_pcgrad and s.pcgrad == "shared-representation"
     # PCGrad takes its gradients with autograd.grad and averages them across processes itself,
@@ -55,14 +90,16 @@ def train_step(
     with sync, capture_representation(model, s.head) if shared_rep else contextlib.nullcontext() as captured:
         logits = model(x)
     scene_logits, coarse_logits = split_logits(logits)
-    scene_loss = soft_cross_entropy(scene_logits, scene_target)
-    coarse_loss = soft_cross_entropy(coarse_logits, coarse_target)
+    scene_loss, coarse_loss, scene_ce, coarse_ce, kd = task_losses(
+        scene_logits, coarse_logits, scene_target, coarse_target, teacher, s)
     penalty = penalty_term(s)
 
     if not use_pcgrad:
         loss = scene_loss + (s.coarse_weight * coarse_loss if s.multitask == "sum" else 0.0)
         (loss + penalty if penalty is not None else loss).backward()
+        objective = loss.detach()
     else:
+        objective = scene_loss.detach() + coarse_loss.detach()
         if shared_rep:
             update = shared_representation_update(captured[0], (scene_loss, coarse_loss), s)
             s.dist.average_(update)
@@ -81,8 +118,9 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
         accuracy = (scene_logits.argmax(1) == scene_target.argmax(1)).float().mean()
-        return torch.stack([scene_loss.detach(), coarse_loss.detach(),
-                            penalty.detach() if penalty is not None else torch.zeros_like(accuracy), accuracy])
+        penalty_value = penalty.detach() if penalty is not None else torch.zeros_like(accuracy)
+        return torch.stack([scene_ce.detach(), coarse_ce.detach(), penalty_value, accuracy, kd[0], kd[1],
+                            objective + penalty_value])
 
 
 def penalty_term(s: StepSettings) -> torch.Tensor | None:

@@ -138,6 +138,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
         penalty=float_model if has_penalty(float_model) else None,
         head=getattr(float_model, "head", None), dist=dist,
+        kd_lambda=config.distillation.kd_lambda, temperature=config.distillation.temperature,
     )
     logbook = Logbook(run_dir, history) if main else None
     if main:
@@ -158,13 +159,13 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                                 rank=dist.rank, world_size=dist.world_size, drop_last=config.drop_last)
         batches = batches[: config.max_batches_per_epoch]
         model.train()
-        totals = torch.zeros(4, device=device)
+        totals = torch.zeros(7, device=device)
         started, started_cpu = time.perf_counter(), time.process_time()
         batch_bar = _bar(d.reader(batches), main and config.progress, total=len(batches), leave=False,
                          desc=f"epoch {epoch + 1}", unit="batch")
         for k, raw in enumerate(batch_bar):
-            x, scene_target, coarse_target = d.inputs(raw, epoch, rng)
-            totals += train_step(model, x, scene_target, coarse_target, optimizer, settings)
+            step = d.inputs(raw, epoch, rng)
+            totals += train_step(model, step.x, step.scene, step.coarse, optimizer, settings, teacher=step.teacher)
             if main and config.progress and (k % 10 == 0 or k == len(batches) - 1):
                 batch_bar.set_postfix(loss=f"{totals[0].item() / (k + 1):.3f}")
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
@@ -173,6 +174,8 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                "train_scene_loss": totals[0], "train_coarse_loss": totals[1], "train_penalty": totals[2],
                "train_accuracy": totals[3], "epoch_seconds": seconds, "epoch_cpu_seconds": cpu_seconds,
                "train_clips_per_second": len(batches) * config.batch_size / max(seconds, 1e-9)}
+        if d.distilling:  # the T^2-scaled KL terms and the loss actually optimised (label + KD mixed)
+            row.update({"kd_loss": totals[4], "kd_coarse_loss": totals[5], "train_objective": totals[6]})
 
         if main:  # validation, checkpoints and logs: rank 0 only (the others hold identical weights)
             with validation_threads(dist):
@@ -252,6 +255,7 @@ class TrainingData:
     inputs: TrainingInputs
     use_deltas: bool
     describe: dict[str, Any]
+    distilling: bool = False
 
 
 def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> TrainingData:
@@ -279,18 +283,42 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     val_source = LogMelRows(cache.logmels, val_table.rows, dist.device, preload and dist.is_main)
     reference = config.spectrum_correction.reference_device
     correction = None
-    if config.spectrum_correction.enabled:
+    device_responses = None
+    if config.device_ir.enabled:
+        from dsmn.training.device_ir import ir_bank
+
+        device_responses = torch.from_numpy(ir_bank(config.device_ir.folder, frontend)).to(dist.device)
+    correct = config.spectrum_correction.enabled and not (config.device_ir.enabled
+                                                          and config.device_ir.replace_correction)
+    if correct:
         ref_rows, other_rows = parallel_rows(train_table, reference)
-    if config.spectrum_correction.enabled and len(ref_rows):  # none when the run sees one device only
+    if correct and len(ref_rows):  # none when the run sees one device only
         vectors = correction_vectors(take_rows(cache.logmels, ref_rows), take_rows(cache.logmels, other_rows))
         correction = torch.from_numpy(vectors).to(dist.device)
+    teacher = teacher_logits(config, train_table)
     describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
-                "val_clips": len(val_table), "correction_vectors": 0 if correction is None else len(correction)}
+                "val_clips": len(val_table), "correction_vectors": 0 if correction is None else len(correction),
+                "teacher": config.distillation.teacher,
+                "device_irs": 0 if device_responses is None else len(device_responses)}
     return TrainingData(
         train_table, val_table, val_source,
-        BatchReader(train_table, train_source, reference, workers=config.data.workers),
-        TrainingInputs(config, use_deltas, correction), use_deltas, describe,
+        BatchReader(train_table, train_source, reference, workers=config.data.workers,
+                    teacher_logits=None if teacher is None else teacher.to(dist.device)),
+        TrainingInputs(config, use_deltas, correction, device_responses), use_deltas, describe, teacher is not None,
     )
+
+
+def teacher_logits(config: TrainConfig, table: ClipTable) -> torch.Tensor | None:
+    """(N, 10) teacher scene logits aligned with the training clips, or None without a teacher.
+    A table that misses clips, names other classes or holds non-finite values is refused
+    (dsmn.distillation.TeacherFileError)."""
+    if not config.distillation.teacher:
+        return None
+    from dsmn.distillation import read_teacher_table
+
+    path = config.distillation.teacher
+    logits = read_teacher_table(path).for_clips([c.filename for c in table.clips], path)
+    return torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
 
 
 def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -397,5 +425,14 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
     if config.finetune.checkpoint:
         trainable = ",".join(config.finetune.trainable) if config.finetune.trainable else "all parameters"
         parts.append(f"starting from {config.finetune.checkpoint} (training {trainable})")
+    if describe.get("device_irs"):
+        mode = "replacing" if config.device_ir.replace_correction else "beside"
+        parts.append(f"{describe['device_irs']} device IRs (p={config.device_ir.probability:g}, {mode} "
+                     "spectrum correction)")
+    if config.freq_mixstyle.enabled:
+        parts.append(f"Freq-MixStyle p={config.freq_mixstyle.probability:g}")
+    if describe.get("teacher"):
+        d = config.distillation
+        parts.append(f"distilling from {describe['teacher']} (kd_lambda={d.kd_lambda:g}, T={d.temperature:g})")
     head = "dsmn train: " + ", ".join(parts)
     return head + (f"\nresuming at epoch {start_epoch + 1}/{config.epochs}" if start_epoch else "")
