@@ -91,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsmn train: {error}")
         return 2
     from dsmn.data import DatasetError
-    from dsmn.distillation import TeacherFileError
     from dsmn.features import CacheError
 
     try:
