@@ -53,9 +53,10 @@ def _torch_logits(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callabl
     return run
 
 
-def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path | None = None) -> LoadedModel:
+def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path | None = None,
+                       device: str | torch.device = "cpu") -> LoadedModel:
     """A checkpoint / run folder (kind float, qat, or int8 / fp32 through a fresh ONNX export) or an
-    exported ONNX file (its own precision)."""
+    exported ONNX file (its own precision). `device`: where a torch network (float, qat) runs."""
     path = Path(path)
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -66,7 +67,7 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
             raise ValueError(f"{path} is a {recipe.precision or 'onnx'} model; --model-kind {kind} does not apply")
         return LoadedModel(recipe.precision or "onnx", recipe.model_name, recipe,
                            lambda x: classifier.logits(x.numpy()), path)
-    trained = load_trained(path)
+    trained = load_trained(path, device if kind in (None, "float", "qat") else "cpu")
     recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name)
     kind = kind or ("qat" if trained.is_qat else "float")
     if kind == "float":

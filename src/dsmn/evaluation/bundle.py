@@ -61,10 +61,10 @@ def device_of(device: str | None) -> str:
 
 
 def evaluate_bundle(bundle: Bundle, data: str | Path, split: str = "evaluate", kind: str | None = None,
-                    cache_dir: str | Path | None = None, progress: bool = False
+                    cache_dir: str | Path | None = None, progress: bool = False, device: str = "cpu"
                     ) -> tuple[BundleEvaluation, list, np.ndarray, list[str]]:
     """Scores of `bundle` on a labelled split; also the clips, the bundle's probabilities and the
-    model that scored each clip."""
+    model that scored each clip. `device`: where torch networks run (cpu, cuda)."""
     dataset, clips = split_clips(data, split)
     if not clips:
         raise ValueError(f"split {split!r} of {data} is empty")
@@ -73,7 +73,7 @@ def evaluate_bundle(bundle: Bundle, data: str | Path, split: str = "evaluate", k
     assigned = [bundle.model_name_for(c.device) for c in clips]
     needed = [GENERAL, *sorted(set(assigned) - {GENERAL})]
     paths = {name: bundle.path(name) for name in needed}  # every file checked before any work
-    general = load_for_inference(paths[GENERAL], kind)
+    general = load_for_inference(paths[GENERAL], kind, device=device)
     cache = open_features(dataset, general.recipe.frontend, cache_dir, progress=progress)
     usable = set(id(c) for c in cache.usable(clips))
     keep = [i for i, c in enumerate(clips) if id(c) in usable]
@@ -81,7 +81,7 @@ def evaluate_bundle(bundle: Bundle, data: str | Path, split: str = "evaluate", k
     general_p = scene_probabilities(general, logmel_batches(cache, clips))
     bundle_p = general_p.copy()
     for name in needed[1:]:
-        loaded = load_for_inference(paths[name], kind)
+        loaded = load_for_inference(paths[name], kind, device=device)
         index = [i for i, a in enumerate(assigned) if a == name]
         bundle_p[index] = scene_probabilities(loaded, logmel_batches(cache, [clips[i] for i in index]))
     targets = np.array([c.scene_id for c in clips])
