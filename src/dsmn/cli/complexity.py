@@ -14,10 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="parameters, parameter memory and MACs of a model against the DCASE limits",
         description="Parameters used in the forward pass, their memory at the stored dtype, MACs for one "
         "1-second clip (torchinfo), a per-layer table and the verdict against the DCASE limits "
-        "(128,000 bytes, 30,000,000 MACs).",
+        "(128,000 bytes, 30,000,000 MACs). For a .tflite file: flash, the TFLM tensor arena (measured), "
+        "peak activation memory per layer and the operators (needs dsmn[edge] for the arena).",
     )
-    parser.add_argument("model", nargs="*", help="model name(s) or checkpoint(s)/run folder(s), or one device bundle "
-                        "(each device's model on its own); default: all registered models")
+    parser.add_argument("model", nargs="*", help="model name(s), checkpoint(s)/run folder(s) or .tflite file(s), or "
+                        "one device bundle (each device's model on its own); default: all registered models")
     parser.add_argument("--dtype", choices=sorted(BYTES_PER_PARAM), default="int8", help="stored parameter dtype")
     parser.add_argument("--check", action="store_true", help="exit 1 when a limit is exceeded")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model")
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.model) == 1 and is_bundle(args.model[0]):
         return run_bundle(args)
     targets = args.model or available()
+    if any(str(t).endswith(".tflite") for t in targets):
+        return _tflite(targets, args)
     exceeded = False
     reports = []
     for target in targets:
@@ -89,3 +92,31 @@ def run_bundle(args: argparse.Namespace) -> int:
         if over:
             print(f"over the budget: {', '.join(over)}")
     return 1 if args.check and over else 0
+
+
+def _tflite(targets: list[str], args: argparse.Namespace) -> int:
+    """Memory report of .tflite files (a mix with model names is refused: the figures differ in kind)."""
+    import sys
+    from pathlib import Path
+
+    from dsmn.deploy.tflite_runtime import memory_report
+
+    if not all(str(t).endswith(".tflite") for t in targets):
+        print("dsmn complexity: give either .tflite files or models, not both", file=sys.stderr)
+        return 2
+    reports = []
+    for target in targets:
+        if not Path(target).is_file():
+            print(f"dsmn complexity: {target}: no such file", file=sys.stderr)
+            return 2
+        try:
+            reports.append(memory_report(target))
+        except ValueError as error:
+            print(f"dsmn complexity: {target}: {error}", file=sys.stderr)
+            return 2
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.to_dict()))
+    else:
+        print("\n\n".join(f"{r.path}\n{r.format(with_layers=not args.summary)}" for r in reports))
+    return 0

@@ -16,12 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per_class.csv, per_device.csv, predictions.csv and confusion.png into the output folder "
         "(default RUN/eval_SPLIT_KIND/).",
     )
-    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx file, or a device bundle "
-                        "(dsmn finetune / dsmn export folder): each clip scored by its device's model, beside the "
-                        "general model alone")
+    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx / .tflite file, or a device "
+                        "bundle (dsmn finetune / dsmn export folder): each clip scored by its device's model, beside "
+                        "the general model alone")
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--split", default="fold1_evaluate",
                         help="fold1_evaluate / evaluate (default), fold1_train / train, fold1_test, split25 ...")
+    parser.add_argument("--runtime", choices=("litert", "tflm"), default="litert",
+                        help=".tflite models: run in LiteRT (default) or TensorFlow Lite Micro "
+                        "(the MCU kernels, slower)")
     parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
                         help="which form of a checkpoint to evaluate (default: qat for QAT checkpoints, else float)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if is_bundle(args.model):
         return run_bundle(args, split)
     try:
-        loaded = load_for_inference(args.model, args.model_kind)
+        loaded = load_for_inference(args.model, args.model_kind, runtime=args.runtime)
     except (FileNotFoundError, ValueError) as error:
         print(f"dsmn evaluate: {error}", file=sys.stderr)
         return 2

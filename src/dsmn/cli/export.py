@@ -1,4 +1,5 @@
-"""`dsmn export RUN_OR_CHECKPOINT --out model.onnx`: an ONNX model for deployment, checked on real clips."""
+"""`dsmn export RUN_OR_CHECKPOINT --out model.onnx`: an ONNX (or int8 .tflite) model for deployment,
+checked on real clips."""
 
 from __future__ import annotations
 
@@ -11,18 +12,31 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a trained model to ONNX (int8 QDQ or fp32), checked on real clips",
+        help="export a trained model to ONNX (int8 QDQ or fp32) or int8 TFLite, checked on real clips",
         description="Write an ONNX model of the trained network (BatchNorm folded; int8: quantised weights and "
         "activations from the QAT model, run by ONNX Runtime as QLinearConv etc.; fp32: the folded float "
         "network), with a dynamic batch dimension. The front end stays outside the model; its settings and "
         "the class order are stored in the file's metadata. The export is checked on real clips (top-1 "
-        "agreement with the torch model must reach 99%%) and reports parameter memory and MACs.",
+        "agreement with the torch model must reach 99%%) and reports parameter memory and MACs. "
+        "--format tflite writes a fully int8 .tflite file for TensorFlow Lite Micro and LiteRT (dsmn[edge]), "
+        "checked in both runtimes, and reports flash, the TFLM tensor arena and peak activation memory.",
     )
     parser.add_argument("model", type=Path, help="checkpoint file or run folder (best.pt, else last.pt), or a device "
                         "bundle (dsmn finetune): one ONNX file per device model, each checked on its device's clips")
-    parser.add_argument("--out", type=Path, default=None, help="ONNX file (default: RUN/model-PRECISION.onnx); "
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output file (default: RUN/model-PRECISION.onnx, or RUN/model-int8.tflite); "
                         "for a bundle the output folder (required)")
-    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    parser.add_argument("--format", choices=("onnx", "tflite"), default="onnx", help="file format (default onnx)")
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="ONNX only; TFLite is int8")
+    parser.add_argument("--io", choices=("int8", "float"), default="int8",
+                        help="TFLite input/output type: int8 tensors (the firmware quantises) or float32 with "
+                        "QUANTIZE / DEQUANTIZE inside the model (default int8)")
+    parser.add_argument("--c-array", action="store_true",
+                        help="TFLite: also write model_data.h / model_data.cc (model bytes, arena size, front-end "
+                        "constants) next to the .tflite file")
+    parser.add_argument("--tflm-clips", type=int, default=200,
+                        help="TFLite: clips checked in TFLM (its reference kernels are slow on a PC; "
+                        "LiteRT checks all)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset whose clips check the export (default: the training data the checkpoint names)")
     parser.add_argument("--split", default="evaluate", help="split of --data to check on (default: evaluate)")
@@ -57,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"dsmn export: {error}", file=sys.stderr)
         return 2
-    out = args.out or trained.path.parent / f"model-{args.precision}.onnx"
-    if trained.path.parent.name == "checkpoints" and args.out is None:
-        out = trained.path.parent.parent / f"model-{args.precision}.onnx"
+    tflite = args.format == "tflite"
+    if tflite and args.precision != "int8":
+        print("dsmn export: --format tflite is int8 only (drop --precision fp32)", file=sys.stderr)
+        return 2
+    if tflite and args.no_check:
+        print("dsmn export: a TFLite export always reads clips (they set the logits' int8 range): drop --no-check",
+              file=sys.stderr)
+        return 2
+    name = "model-int8.tflite" if tflite else f"model-{args.precision}.onnx"
+    folder = trained.path.parent.parent if trained.path.parent.name == "checkpoints" else trained.path.parent
+    out = args.out or folder / name
     check = calibration = None
     data = args.data or _recorded_data(trained.checkpoint)
     if data is None and not args.no_check:
@@ -70,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
         cache = open_features(dataset, trained.frontend, args.cache, progress=sys.stderr.isatty())
         clips = spread(cache.usable(clips), args.check_clips)
         check = [trained.network_input(b) for b in logmel_batches(cache, clips, 256)]
-        if not trained.is_qat and args.precision == "int8":
+        if not trained.is_qat and args.precision == "int8":  # TFLite too
             _, train_clips = split_clips(dataset, "train")
             train_clips = spread(cache.usable(train_clips), 2000)
             calibration = [trained.network_input(b) for b in logmel_batches(cache, train_clips, 256)]
+    if tflite:
+        return _export_tflite(trained, out, args, check, calibration)
     try:
         report = export_onnx(trained, out, args.precision, check_inputs=check, calibration=calibration,
                              compact=args.compact)
@@ -94,6 +118,10 @@ def run_bundle(args: argparse.Namespace) -> int:
     from dsmn.deploy.bundle import BundleError, load_bundle
     from dsmn.deploy.bundle_export import export_bundle
 
+    if args.format != "onnx":
+        print("dsmn export: a device bundle exports to ONNX only; export each run with --format tflite",
+              file=sys.stderr)
+        return 2
     if args.out is None:
         print("dsmn export: exporting a bundle needs --out DIR (the folder for its ONNX files)", file=sys.stderr)
         return 2
@@ -114,4 +142,30 @@ def run_bundle(args: argparse.Namespace) -> int:
                          indent=2))
     else:
         print(f"exported bundle {exported.root}: {len(exported.models)} ONNX model(s), manifest.json, complexity.json")
+    return 0
+
+
+def _export_tflite(trained, out: Path, args: argparse.Namespace, check, calibration) -> int:
+    from dsmn.deploy import ExportCheckError
+    from dsmn.deploy.tflite_export import export_tflite
+
+    try:
+        report = export_tflite(trained, out, check, io=args.io, calibration=calibration, tflm_clips=args.tflm_clips)
+        written = []
+        if args.c_array:
+            from dsmn.deploy.c_array import write_c_array
+
+            written = write_c_array(out, report.memory.arena_bytes)
+    except ExportCheckError as error:
+        print(f"dsmn export: FAILED: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, ImportError) as error:
+        print(f"dsmn export: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**report.to_dict(), "c_array": [str(p) for p in written]}, indent=2))
+    else:
+        print(report.format())
+        for path in written:
+            print(f"  wrote {path}")
     return 0

@@ -22,12 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Unreadable files are reported on stderr and skipped; the exit code is 1 when any failed, unless "
         "--keep-going.",
     )
-    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx file, or a device bundle "
-                        "(dsmn finetune or dsmn export folder): each file by its device's model")
+    parser.add_argument("model", type=Path, help="checkpoint, run folder, exported .onnx / .tflite file, or a device "
+                        "bundle (dsmn finetune or dsmn export folder): each file by its device's model")
     parser.add_argument("paths", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--out", default="predictions.csv", help="output file ('-' for stdout)")
     parser.add_argument("--windows", action="store_true", help="also write one row per 1-s window (FILE#wK)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per network call")
+    parser.add_argument("--runtime", choices=("litert", "tflm"), default="litert",
+                        help=".tflite models: run in LiteRT (default) or TensorFlow Lite Micro "
+                        "(the MCU kernels, slower)")
     parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
                         help="form of a checkpoint to run (default: qat for QAT checkpoints, else float)")
     parser.add_argument("--device-ids", type=Path, default=None,
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        loaded = load_for_inference(args.model, args.model_kind)
+        loaded = load_for_inference(args.model, args.model_kind, runtime=args.runtime)
     except (FileNotFoundError, ValueError) as error:
         print(f"dsmn predict: {error}", file=sys.stderr)
         return 2

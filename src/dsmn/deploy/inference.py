@@ -1,4 +1,4 @@
-"""A model ready for inference, whatever its form: float / QAT torch network or exported ONNX file."""
+"""A model ready for inference, whatever its form: float / QAT torch network, exported ONNX or .tflite file."""
 
 from __future__ import annotations
 
@@ -54,10 +54,13 @@ def _torch_logits(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callabl
 
 
 def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path | None = None,
-                       device: str | torch.device = "cpu") -> LoadedModel:
-    """A checkpoint / run folder (kind float, qat, or int8 / fp32 through a fresh ONNX export) or an
-    exported ONNX file (its own precision). `device`: where a torch network (float, qat) runs."""
+                       device: str | torch.device = "cpu", runtime: str = "litert") -> LoadedModel:
+    """A checkpoint / run folder (kind float, qat, or int8 / fp32 through a fresh ONNX export), an
+    exported ONNX file (its own precision) or an int8 .tflite file (run in `runtime`: litert or tflm).
+    `device`: where a torch network (float, qat) runs."""
     path = Path(path)
+    if path.suffix == ".tflite":
+        return _load_tflite(path, kind, runtime)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
@@ -86,6 +89,21 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
         return LoadedModel(kind, trained.model_name, recipe, lambda x: classifier.logits(x.numpy()), onnx_path,
                            trained)
     raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def _load_tflite(path: Path, kind: str | None, runtime: str) -> LoadedModel:
+    from dsmn.deploy.tflite_runtime import TfliteClassifier
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .tflite file")
+    if kind not in (None, "int8"):
+        raise ValueError(f"{path} is an int8 TFLite model; --model-kind {kind} does not apply")
+    try:
+        classifier = TfliteClassifier(path, runtime)
+    except ImportError as error:
+        raise ValueError(str(error)) from None
+    recipe = classifier.recipe
+    return LoadedModel("int8", recipe.model_name, recipe, lambda x: classifier.logits(x.numpy()), path)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""Export a QAT-trained model to a fully int8 .tflite file for TFLite Micro and LiteRT, checked on real clips.
+
+The file is written from the same int8 network as the ONNX export (BatchNorm folded, int8
+per-channel weights, int32 biases, the QAT observers' activation grids; see dsmn.deploy.tflite_convert),
+so no converter re-quantises anything. The logits, which the QAT network leaves in float, get an int8
+grid from their range on the check clips (with a margin). The file is checked in both runtimes before
+it is moved into place: top-1 agreement with the QAT network must reach 99 %.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsmn.deploy.layout import absorb_input_transpose
+from dsmn.deploy.metadata import InputRecipe, metadata_for
+from dsmn.deploy.onnx_export import MIN_AGREEMENT, ExportCheckError, input_shape, reference_network, to_onnx
+from dsmn.deploy.tflite_convert import convert
+from dsmn.deploy.tflite_format import serialize
+from dsmn.deploy.tflite_runtime import METADATA_KEY, MemoryReport, TfliteClassifier, memory_report
+from dsmn.deploy.trained import TrainedModel
+from dsmn.labels import NUM_SCENES
+
+IO_TYPES = ("int8", "float")
+OUTPUT_MARGIN = 1.25  # the logits' int8 range: the observed range on the check clips, widened by this factor
+TFLM_CHECK_CLIPS = 200  # TFLM runs portable reference kernels (~0.1 s per model1 clip on a PC): a subset
+
+
+@dataclass
+class RuntimeCheck:
+    runtime: str
+    clips: int
+    agreement: float
+    max_logit_difference: float
+
+
+@dataclass
+class TfliteExportReport:
+    path: str
+    model_name: str
+    io: str
+    output_scale: float
+    output_zero_point: int
+    checks: list[RuntimeCheck] = field(default_factory=list)
+    memory: MemoryReport | None = None
+    calibrated_clips: int = 0
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "model_name": self.model_name, "io": self.io,
+                "output_scale": self.output_scale, "output_zero_point": self.output_zero_point,
+                "checks": [vars(c) for c in self.checks], "calibrated_clips": self.calibrated_clips,
+                "memory": self.memory.to_dict() if self.memory else None}
+
+    def format(self) -> str:
+        lines = [f"exported {self.model_name} (TFLite, int8 weights / activations / int32 biases, "
+                 f"{self.io} input and output) -> {self.path}"]
+        for c in self.checks:
+            lines.append(f"  check in {c.runtime} on {c.clips} real clips: top-1 agreement with the QAT model "
+                         f"{c.agreement:.2%}, max |logit difference| {c.max_logit_difference:.4g}")
+        lines.append(f"  logits int8 grid: scale {self.output_scale:.4g}, zero point {self.output_zero_point}")
+        if self.calibrated_clips:
+            lines.append(f"  post-training quantisation: observers calibrated on {self.calibrated_clips} clips")
+        if self.memory is not None:
+            lines.append(self.memory.format())
+        return "\n".join(lines)
+
+
+def logits_grid(logits: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[float, int]:
+    """An int8 (scale, zero point) covering the observed logits (and 0), widened by `margin`."""
+    low, high = min(float(logits.min()), 0.0) * margin, max(float(logits.max()), 0.0) * margin
+    scale = max(high - low, 1e-6) / 255.0
+    zero = int(np.clip(np.rint(-128 - low / scale), -128, 127))
+    return scale, zero
+
+
+def tflite_bytes(trained: TrainedModel, network: torch.nn.Module, io: str, grid: tuple[float, int]) -> bytes:
+    """The .tflite file of the int8 `network` (a QAT or calibrated model of `trained`)."""
+    model = to_onnx(network, input_shape(trained, 1), quantized=True, compact=True, runtime_layout=False)
+    absorb_input_transpose(model)  # the network reads (mel, time) as stored: no transpose at its input
+    graph = convert(model, io, lambda name: grid)
+    recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
+                         precision="int8")
+    graph.metadata[METADATA_KEY] = json.dumps(metadata_for(recipe)).encode()
+    graph.description = f"dsmn {trained.model_name} int8"
+    return serialize(graph)
+
+
+def check(path: Path, runtime: str, network: torch.nn.Module, inputs: Sequence[torch.Tensor],
+          limit: int | None = None) -> RuntimeCheck:
+    """Top-1 agreement and max |logit difference| of the file in `runtime` against `network`."""
+    classifier = TfliteClassifier(path, runtime)
+    agree = count = 0
+    worst = 0.0
+    network.eval()
+    for x in inputs:
+        if limit is not None and count >= limit:
+            break
+        if limit is not None:
+            x = x[: limit - count]
+        with torch.no_grad():
+            expected = network(x).numpy()
+        got = classifier.logits(x.numpy())
+        agree += int((got[:, :NUM_SCENES].argmax(1) == expected[:, :NUM_SCENES].argmax(1)).sum())
+        count += len(x)
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return RuntimeCheck(runtime, count, agree / max(count, 1), worst)
+
+
+def export_tflite(
+    trained: TrainedModel,
+    out: str | Path,
+    check_inputs: Sequence[torch.Tensor],
+    io: str = "int8",
+    calibration: Sequence[torch.Tensor] | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+    tflm_clips: int = TFLM_CHECK_CLIPS,
+) -> TfliteExportReport:
+    """Write `out` after checking it in LiteRT (all clips) and TFLM (`tflm_clips`); raises
+    ExportCheckError and writes nothing if agreement is below `min_agreement`."""
+    if io not in IO_TYPES:
+        raise ValueError(f"io must be one of {IO_TYPES}, got {io!r}")
+    if not check_inputs:
+        raise ValueError("a TFLite export needs real clips (--data): they set the logits' int8 range and check it")
+    out = Path(out)
+    network, calibrated = reference_network(trained, "int8", calibration)
+    with torch.no_grad():
+        logits = np.concatenate([network(x).numpy() for x in check_inputs])
+    scale, zero = logits_grid(logits)
+    data = tflite_bytes(trained, network, io, (scale, zero))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_bytes(data)
+    try:
+        report = TfliteExportReport(str(out), trained.model_name, io, scale, zero, calibrated_clips=calibrated)
+        report.checks = [check(temporary, "litert", network, check_inputs),
+                         check(temporary, "tflm", network, check_inputs, tflm_clips)]
+        failed = [c for c in report.checks if c.agreement < min_agreement]
+        report.memory = memory_report(temporary)
+        report.memory.path = str(out)
+        if failed:
+            problems = "; ".join(f"top-1 agreement in {c.runtime} is {c.agreement:.2%} < {min_agreement:.0%}"
+                                 for c in failed)
+            raise ExportCheckError(f"{out}: {problems} (nothing written)\n{report.format()}")
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return report

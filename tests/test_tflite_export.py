@@ -1,0 +1,162 @@
+"""int8 TFLite export: runs in TensorFlow Lite Micro and LiteRT and agrees with the QAT model on real clips."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dsmn.cli import main
+from dsmn.deploy import ExportCheckError, load_trained
+from dsmn.deploy.data import logmel_batches, open_features, split_clips
+from tests.test_export import make_run
+
+tflm = pytest.importorskip("tflite_micro")
+pytest.importorskip("ai_edge_litert")
+
+from dsmn.deploy.c_array import write_c_array  # noqa: E402
+from dsmn.deploy.tflite_export import export_tflite  # noqa: E402
+from dsmn.deploy.tflite_format import parse  # noqa: E402
+from dsmn.deploy.tflite_runtime import TfliteClassifier, read_model, tflm_arena_bytes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def qat_run(tiny_data, tmp_path_factory) -> Path:
+    return make_run(tiny_data, tmp_path_factory.mktemp("tflite_run"))
+
+
+@pytest.fixture(scope="module")
+def check_inputs(tiny_data, qat_run) -> list[torch.Tensor]:
+    trained = load_trained(qat_run)
+    dataset, clips = split_clips(tiny_data, "fold1_evaluate")
+    cache = open_features(dataset, trained.frontend, progress=False)
+    return [trained.network_input(b) for b in logmel_batches(cache, clips, 100)]
+
+
+@pytest.fixture(scope="module")
+def exported(qat_run, check_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflite") / "model.tflite"
+    report = export_tflite(load_trained(qat_run), out, check_inputs, tflm_clips=10)
+    return out, report
+
+
+def test_export_is_fully_int8_and_agrees_in_both_runtimes(exported) -> None:
+    out, report = exported
+    assert out.is_file() and not list(out.parent.glob(".*.tmp"))
+    checks = {c.runtime: c for c in report.checks}
+    assert checks["litert"].clips == 200 and checks["tflm"].clips == 10
+    assert checks["litert"].agreement >= 0.99 and checks["tflm"].agreement >= 0.99
+    graph = parse(out.read_bytes())
+    weights = [graph.tensors[op.inputs[1]] for op in graph.operators
+               if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    biases = [graph.tensors[op.inputs[2]] for op in graph.operators
+              if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert len(weights) == 58  # 56 convolutions + 2 fully connected layers of model1
+    assert {w.dtype for w in weights} == {"int8"} and {b.dtype for b in biases} == {"int32"}
+    assert all(np.all(w.zero_point == 0) and len(w.scale) == w.shape[w.axis] for w in weights)  # per channel
+    activations = [t for t in graph.tensors if t.data is None]
+    assert {t.dtype for t in activations} == {"int8"}  # int8 input, output and everything between
+    # bias scale = input scale x weight scale (TFLite's int32 bias grid)
+    for op in graph.operators:
+        if op.kind == "CONV_2D":
+            x, w, b = (graph.tensors[i] for i in op.inputs)
+            np.testing.assert_allclose(b.scale, x.scale[0] * w.scale, rtol=1e-6)
+
+
+def test_tflm_outputs_match_the_qat_model(exported, qat_run, check_inputs) -> None:
+    """Run TFLM's own interpreter directly (no dsmn wrapper) and compare with the QAT network."""
+    out, report = exported
+    from tflite_micro import runtime
+
+    graph = parse(out.read_bytes())
+    x_tensor, y_tensor = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    network = load_trained(qat_run).model.eval()
+    x = check_inputs[0][:5]
+    with torch.no_grad():
+        expected = network(x).numpy()
+    interpreter = runtime.Interpreter.from_file(str(out))
+    for clip, want in zip(x.numpy(), expected, strict=True):
+        q = np.clip(np.rint(clip.transpose(1, 2, 0) / x_tensor.scale[0]) + x_tensor.zero_point[0], -128, 127)
+        interpreter.set_input(q.astype(np.int8)[None], 0)
+        interpreter.invoke()
+        got = (interpreter.get_output(0).astype(np.float32).reshape(-1) - y_tensor.zero_point[0]) * y_tensor.scale[0]
+        assert got.argmax() == want[:10].argmax() or np.sort(want[:10])[-1] - np.sort(want[:10])[-2] < 0.01
+        assert np.abs(got - want).max() < 10 * y_tensor.scale[0]  # a few output steps
+    assert report.checks[1].max_logit_difference < 10 * y_tensor.scale[0]
+
+
+def test_memory_report_uses_tflms_own_arena_figure(exported) -> None:
+    out, report = exported
+    memory = report.memory
+    assert memory.flash_bytes == out.stat().st_size
+    assert memory.arena_bytes == tflm_arena_bytes(out)
+    # the stem's 16 x 256 x 44 int8 output and its two slices are alive together
+    assert memory.peak_activation_bytes == 2 * 16 * 256 * 44
+    assert memory.peak_activation_bytes < memory.arena_bytes < 1.2 * memory.peak_activation_bytes
+    assert memory.operators["CONV_2D"] + memory.operators["DEPTHWISE_CONV_2D"] == 56
+    assert any("LOGISTIC" in note for note in memory.operator_notes())
+
+
+def test_refuses_to_write_below_the_agreement_threshold(qat_run, check_inputs, tmp_path) -> None:
+    out = tmp_path / "model.tflite"
+    with pytest.raises(ExportCheckError, match="agreement"):
+        export_tflite(load_trained(qat_run), out, check_inputs[:1], tflm_clips=2, min_agreement=1.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_io_model_runs_in_litert_and_tflm(qat_run, check_inputs, tmp_path) -> None:
+    out = tmp_path / "float.tflite"
+    report = export_tflite(load_trained(qat_run), out, check_inputs[:1], io="float", tflm_clips=5)
+    graph, recipe = read_model(out)
+    assert graph.tensors[graph.inputs[0]].dtype == "float32" and graph.tensors[graph.outputs[0]].dtype == "float32"
+    assert graph.tensors[graph.inputs[0]].shape == (1, 256, 44, 2)  # channels last
+    assert recipe.model_name == "model1" and len(recipe.classes) == 10
+    assert all(c.agreement >= 0.99 for c in report.checks)
+    x = check_inputs[0][:3].numpy()
+    np.testing.assert_allclose(TfliteClassifier(out, "tflm").logits(x), TfliteClassifier(out, "litert").logits(x),
+                               atol=3 * report.output_scale)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_c_array_compiles_and_holds_the_model(exported, tmp_path) -> None:
+    out, report = exported
+    header, source = write_c_array(out, report.memory.arena_bytes, tmp_path)
+    text = header.read_text()
+    assert f"#define DSMN_MODEL_DATA_LEN {out.stat().st_size}u" in text
+    assert f"#define DSMN_TENSOR_ARENA_BYTES {report.memory.arena_bytes}u" in text
+    assert "#define DSMN_N_MELS 256" in text and "#define DSMN_HOP_LENGTH 1024" in text
+    compiler = shutil.which("g++") or shutil.which("gcc")
+    subprocess.run([compiler, "-x", "c++", "-std=c++11", "-c", str(source), "-o", str(tmp_path / "model_data.o")],
+                   check=True, capture_output=True)
+    # the bytes in the array are the file's bytes
+    body = source.read_text().split("g_dsmn_model_data[DSMN_MODEL_DATA_LEN] = {", 1)[1].split("};", 1)[0]
+    assert bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", body)) == out.read_bytes()
+
+
+def test_predict_evaluate_and_complexity_take_a_tflite_file(exported, tiny_data, tmp_path, capsys) -> None:
+    out, _ = exported
+    files = sorted((tiny_data / "audio").glob("*.wav"))[:3]
+    table = tmp_path / "predictions.tsv"
+    assert main(["predict", str(out), *map(str, files), "--out", str(table), "--quiet", "--runtime", "tflm"]) == 0
+    rows = table.read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("filename")
+    assert main(["evaluate", str(out), "--data", str(tiny_data), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    assert main(["complexity", str(out), "--summary"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"TFLM tensor arena: [\d,]+ bytes", text) and "flash:" in text
+
+
+def test_export_cli_writes_tflite_and_c_array(qat_run, tiny_data, tmp_path, capsys) -> None:
+    out = tmp_path / "cli.tflite"
+    code = main(["export", str(qat_run), "--format", "tflite", "--out", str(out), "--data", str(tiny_data),
+                 "--split", "fold1_evaluate", "--check-clips", "100", "--tflm-clips", "3", "--c-array"])
+    assert code == 0 and out.is_file()
+    assert (tmp_path / "model_data.h").is_file() and (tmp_path / "model_data.cc").is_file()
+    text = capsys.readouterr().out
+    assert "top-1 agreement" in text and "TFLM tensor arena" in text and "max |logit difference|" in text
+    assert main(["export", str(qat_run), "--format", "tflite", "--precision", "fp32", "--data", str(tiny_data)]) == 2
