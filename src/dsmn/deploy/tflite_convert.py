@@ -246,6 +246,13 @@ class Converter:
         if isinstance(value, Pending) and value.fusable and value.activation == "NONE":
             self.values[node.output[0]] = Pending(value.shape, value.emit, False, "RELU")
             return
+        if isinstance(value, Pending):  # e.g. after CONCATENATION: compute on the ReLU's grid, then clamp
+            def emit(out: Quantized, activation: str) -> None:
+                inner = self.materialize(value, out.scale, out.zero, f"{node.output[0]}_in")
+                self.graph.add_operator("RELU", [inner.index], [out.index])
+
+            self.values[node.output[0]] = Pending(value.shape, emit)
+            return
         source = self.quantized(node.input[0])
         self.values[node.output[0]] = Pending(
             source.shape, lambda out, act: self.graph.add_operator("RELU", [source.index], [out.index]))

@@ -78,15 +78,15 @@ def logits_grid(logits: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[floa
     return scale, zero
 
 
-def tflite_bytes(trained: TrainedModel, network: torch.nn.Module, io: str, grid: tuple[float, int]) -> bytes:
-    """The .tflite file of the int8 `network` (a QAT or calibrated model of `trained`)."""
-    model = to_onnx(network, input_shape(trained, 1), quantized=True, compact=True, runtime_layout=False)
+def tflite_bytes(network: torch.nn.Module, shape: tuple[int, ...], recipe: InputRecipe, io: str,
+                 grid: tuple[float, int]) -> bytes:
+    """The .tflite file of the int8 `network` (a QAT or calibrated model) for inputs of `shape`
+    (batch 1), with `recipe` in its metadata and `grid` as the logits' int8 (scale, zero point)."""
+    model = to_onnx(network, shape, quantized=True, compact=True, runtime_layout=False)
     absorb_input_transpose(model)  # the network reads (mel, time) as stored: no transpose at its input
     graph = convert(model, io, lambda name: grid)
-    recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
-                         precision="int8")
     graph.metadata[METADATA_KEY] = json.dumps(metadata_for(recipe)).encode()
-    graph.description = f"dsmn {trained.model_name} int8"
+    graph.description = f"dsmn {recipe.model_name} int8"
     return serialize(graph)
 
 
@@ -131,7 +131,9 @@ def export_tflite(
     with torch.no_grad():
         logits = np.concatenate([network(x).numpy() for x in check_inputs])
     scale, zero = logits_grid(logits)
-    data = tflite_bytes(trained, network, io, (scale, zero))
+    recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
+                         precision="int8")
+    data = tflite_bytes(network, input_shape(trained, 1), recipe, io, (scale, zero))
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_bytes(data)
