@@ -160,3 +160,50 @@ def test_export_cli_writes_tflite_and_c_array(qat_run, tiny_data, tmp_path, caps
     text = capsys.readouterr().out
     assert "top-1 agreement" in text and "TFLM tensor arena" in text and "max |logit difference|" in text
     assert main(["export", str(qat_run), "--format", "tflite", "--precision", "fp32", "--data", str(tiny_data)]) == 2
+
+
+def _observed_run(data: Path, folder: Path, name: str) -> Path:
+    """A run of `name` whose BatchNorm statistics and activation ranges come from real training clips."""
+    from dataclasses import asdict
+
+    from dsmn import models
+    from dsmn.deploy import network_input
+    from dsmn.features import FrontEndConfig
+    from dsmn.quantization import QATConfig, prepare_qat
+
+    torch.manual_seed(0)
+    entry = models.entry(name)
+    frontend = FrontEndConfig(**entry.frontend)
+    dataset, clips = split_clips(data, "train")
+    cache = open_features(dataset, frontend, progress=False)
+    float_model = models.create(name)
+    config = QATConfig(observer_momentum=0.2)
+    net = prepare_qat(float_model, config).train()
+    with torch.no_grad():
+        for i, logmel in enumerate(logmel_batches(cache, clips, 48)):
+            if i == 3:
+                break
+            net(network_input(logmel, entry.deltas))
+    checkpoint = models.checkpoint_dict(float_model, qat=config.to_dict(), qat_state_dict=net.state_dict(),
+                                        frontend=asdict(frontend), deltas=entry.deltas)
+    (folder / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, folder / "checkpoints" / "best.pt")
+    return folder
+
+
+@pytest.mark.parametrize(("name", "operators"), [
+    ("dcase2022_baseline", {"MAX_POOL_2D", "REDUCE_MAX", "TRANSPOSE"}),  # 7x7 convolutions, max pools, flatten
+    ("dssc_small", {"RELU", "CONCATENATION"}),  # a ReLU after each channel concatenation
+    ("cp_mobile", {"PAD"}),  # stride-2 convolutions padded like torch, not like TFLite's SAME
+])
+def test_other_families_export_and_agree(name, operators, tiny_data, tmp_path) -> None:
+    trained = load_trained(_observed_run(tiny_data, tmp_path / name, name))
+    dataset, clips = split_clips(tiny_data, "fold1_evaluate")
+    cache = open_features(dataset, trained.frontend, progress=False)
+    check = [trained.network_input(b) for b in logmel_batches(cache, clips[:60], 60)]
+    report = export_tflite(trained, tmp_path / f"{name}.tflite", check, tflm_clips=5)
+    assert all(c.agreement >= 0.99 for c in report.checks)
+    assert operators <= set(report.memory.operators)
+    assert not [n for n in report.memory.operator_notes() if "not provided by TFLM" in n]
+    if name == "dcase2022_baseline":  # two 16 x 40 x 51 int8 maps alive together (the published ~65 kB)
+        assert report.memory.peak_activation_bytes == 2 * 16 * 40 * 51

@@ -44,7 +44,8 @@ class Quantized:
     zero: int
 
     def same_grid(self, scale: float, zero: int) -> bool:
-        return self.zero == zero and abs(self.scale - scale) <= 1e-7 * max(self.scale, scale)
+        """Equal as stored (float32 scale): TFLM compares the stored scales exactly."""
+        return self.zero == zero and np.float32(self.scale) == np.float32(scale)
 
 
 @dataclass(frozen=True)
