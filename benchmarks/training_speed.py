@@ -107,13 +107,14 @@ def build(config: TrainConfig, data: Path, device: torch.device):  # noqa: ANN20
     clips = dataset.split(config.data.train_split)
     cache = open_cache(dataset, frontend_for(entry.frontend), progress=False)
     table = clip_table(clips, cache.rows(clips))
-    source = LogMelRows(cache.logmels, table.rows, device, preload=False)  # read every batch from the cache
+    # read every batch from the cache, unless `data.preload=always` (what the trainer does on a GPU)
+    source = LogMelRows(cache.logmels, table.rows, device, preload=config.data.preload == "always")
     reader = BatchReader(table, source, "a", workers=config.data.workers)
     ref, other = parallel_rows(table, "a")
     vectors = torch.from_numpy(correction_vectors(take_rows(cache.logmels, ref), take_rows(cache.logmels, other)))
     inputs = TrainingInputs(config, entry.deltas, vectors.to(device))
     torch.manual_seed(0)
-    model = models.create(config.model).to(device)
+    model = models.create(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     qat = QATSchedule(config.qat)
@@ -128,12 +129,20 @@ def build(config: TrainConfig, data: Path, device: torch.device):  # noqa: ANN20
 def measure(name: str, data: Path, device: torch.device, steps: int, warmup: int, extra: list[str]) -> Timing:
     description, overrides = VARIANTS[name]
     config = load_config("model1", [*overrides, *extra])
-    table, reader, inputs, net, optimizer, settings = build(config, data, device)
+    return split_step(name, description, config, build(config, data, device), device, steps, warmup)
+
+
+def split_step(name: str, description: str, config: TrainConfig, parts: tuple, device: torch.device,
+               steps: int, warmup: int) -> Timing:
+    """Median time of the step and of its phases over `steps` steps (after `warmup`), from `build`'s parts."""
+    table, reader, inputs, net, optimizer, settings = parts
     clock = Clock(device)
-    net.register_forward_pre_hook(lambda *_: clock.mark("forward_start"))
-    net.register_forward_hook(lambda *_: clock.mark("forward_end"))
-    optimizer.register_step_pre_hook(lambda *_: clock.mark("step_start"))
-    optimizer.register_step_post_hook(lambda *_: clock.mark("step_end"))
+    handles = [
+        net.register_forward_pre_hook(lambda *_: clock.mark("forward_start")),
+        net.register_forward_hook(lambda *_: clock.mark("forward_end")),
+        optimizer.register_step_pre_hook(lambda *_: clock.mark("step_start")),
+        optimizer.register_step_post_hook(lambda *_: clock.mark("step_end")),
+    ]
     projection = []
     real_pcgrad = step_module.pcgrad
 
@@ -145,12 +154,7 @@ def measure(name: str, data: Path, device: torch.device, steps: int, warmup: int
 
     step_module.pcgrad = timed_pcgrad
     rng = EpochRandomness.create(0, 0, 0, device)
-    batches = []
-    epoch = 0
-    while len(batches) < warmup + steps:
-        batches += epoch_batches(len(table), config.batch_size, seed=0, epoch=epoch)
-        epoch += 1
-    batches = batches[: warmup + steps]
+    batches = step_batches(len(table), config.batch_size, warmup + steps)
     rows: list[dict[str, float]] = []
     net.train()
     try:
@@ -174,9 +178,21 @@ def measure(name: str, data: Path, device: torch.device, steps: int, warmup: int
                 rows.append(phases)
     finally:
         step_module.pcgrad = real_pcgrad
+        for handle in handles:
+            handle.remove()
     median = {key: statistics.median(r[key] for r in rows) for key in (*PHASES, "total", "cpu", "projection")}
     return Timing(name, description, median["total"], median["cpu"], {p: median[p] for p in PHASES},
                   median["projection"], config.batch_size)
+
+
+def step_batches(clips: int, batch_size: int, count: int) -> list:
+    """`count` batches of the trainer's (seed 0) order, running over as many epochs as needed."""
+    batches: list = []
+    epoch = 0
+    while len(batches) < count:
+        batches += epoch_batches(clips, batch_size, seed=0, epoch=epoch)
+        epoch += 1
+    return batches[:count]
 
 
 def yardstick(device: torch.device, steps: int, warmup: int, batch: int = 32) -> tuple[float, float]:

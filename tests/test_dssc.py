@@ -68,7 +68,7 @@ def test_channels_last_gives_the_same_outputs(name):
     assert torch.allclose(ref, out, atol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_cuda_matches_cpu(name):
     net = models.create(name).eval()

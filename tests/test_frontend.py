@@ -85,7 +85,7 @@ def test_config_hash_tracks_every_setting() -> None:
     assert base.n_frames(44100) == 44
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_runs_on_cuda() -> None:
     wave = torch.randn(2, 44100)
     frontend = LogMel()

@@ -103,7 +103,7 @@ def test_longer_inputs_are_pooled_globally():
     assert out.shape == (1, 13)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     net = models.create("model1").eval()
     x = torch.randn(4, 2, 256, 44)

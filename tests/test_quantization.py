@@ -231,7 +231,7 @@ def test_works_under_distributed_data_parallel() -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_runs_on_cuda() -> None:
     qat = prepare_qat(models.create("model1")).cuda().train()
     qat(torch.randn(4, 2, 256, 44, device="cuda")).sum().backward()

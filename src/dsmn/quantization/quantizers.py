@@ -93,7 +93,8 @@ class _FakeQuantizeCPU(torch.autograd.Function):
 
 def fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
     """uint8 per-tensor fake quantisation with tensor parameters (no device sync on CUDA)."""
-    if x.device.type == "cpu" and x.dtype == torch.float32:
+    # the CPU kernel reads the scale as a Python number: fine eagerly, a graph break under torch.compile
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling():
         return _FakeQuantizeCPU.apply(x, scale, zero_point)
     out = torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, ACTIVATION_QMIN, ACTIVATION_QMAX)
     return out.to(x.dtype)

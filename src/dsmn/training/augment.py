@@ -7,6 +7,8 @@ so the data path is a pure function of (seed, epoch, step) and a resumed run rep
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -87,7 +89,16 @@ def soft_targets(scene_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def coarse_matrix(device: torch.device | str = "cpu") -> torch.Tensor:
-    """(10, 3) 0/1 matrix: scene targets @ M = coarse targets (soft targets stay soft)."""
+    """(10, 3) 0/1 matrix: scene targets @ M = coarse targets (soft targets stay soft).
+
+    Built once per device and reused (read-only): building it from a Python list every step would be
+    a blocking host-to-GPU copy per step.
+    """
+    return _coarse_matrix(str(torch.device(device)))
+
+
+@functools.cache
+def _coarse_matrix(device: str) -> torch.Tensor:
     coarse_ids = torch.tensor(SCENE_TO_COARSE_ID, device=device)
     return torch.nn.functional.one_hot(coarse_ids, NUM_COARSE).float()
 

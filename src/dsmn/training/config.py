@@ -21,6 +21,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MULTITASK_MODES = ("pcgrad", "sum", "off")
 PCGRAD_MODES = ("full", "shared-representation")
 MERGE_RULES = ("per-tensor", "per-element")  # as dsmn.training.pcgrad.MERGE_RULES (no import: config stays light)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -180,6 +181,9 @@ class TrainConfig:
     drop_last: bool = True
     max_batches_per_epoch: int | None = None  # cut epochs short (smoke tests, benchmarks); None: whole epochs
     progress: bool = True  # tqdm bars (epochs and batches)
+    # torch.compile the network for training: false | true (= "default") | a torch.compile mode
+    # ("reduce-overhead": also CUDA graphs, "max-autotune-no-cudagraphs"). Fewer, fused GPU kernels.
+    compile: bool | str = False
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
@@ -223,6 +227,10 @@ class TrainConfig:
                 setattr(section, key, [v.strip() for v in value.split(",") if v.strip()])
             elif value is not None:
                 setattr(section, key, [str(v) for v in value])
+        if self.compile is True:
+            self.compile = "default"
+        if self.compile is not False and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be false, true or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.data.preload not in ("auto", "always", "never"):
             raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
         return self

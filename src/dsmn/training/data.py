@@ -83,15 +83,29 @@ class LogMelRows:
     def bytes_needed(logmels: np.ndarray, count: int) -> int:
         return int(count * np.prod(logmels.shape[1:]) * logmels.dtype.itemsize)
 
-    def gather(self, index: np.ndarray) -> torch.Tensor:
-        """Log-mels of table entries `index` (positions in `rows`) as (B, mel, frames) float32."""
+    def gather(self, index: np.ndarray, position: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mels of table entries `index` (positions in `rows`) as (B, mel, frames) float32.
+
+        `position`: `index` already on the device (BatchReader uploads it once for all its lookups).
+        """
         if self.preloaded is not None:
-            picked = self.preloaded[torch.from_numpy(index).to(self.device)]
+            picked = self.preloaded[position if position is not None else to_device(index, self.device)]
             return picked.float()
-        block = torch.from_numpy(take_rows(self.logmels, self.rows[index]))
-        if self.device.type == "cuda":
-            block = block.pin_memory().to(self.device, non_blocking=True)
-        return block.float()
+        return to_device(take_rows(self.logmels, self.rows[index]), self.device).float()
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `device`, without making the host wait for the GPU.
+
+    A plain `.to("cuda")` of pageable memory synchronises the stream: the host stops until every
+    queued kernel has run, and the GPU then idles while the host queues the next step. Through pinned
+    memory with `non_blocking` the copy is queued like a kernel (PyTorch's pinned-memory cache keeps
+    the host buffer alive until the copy has run). On the CPU: the array itself, no copy.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -153,9 +167,10 @@ class BatchReader:
         self.teacher_logits = None if teacher_logits is None else teacher_logits.to(device)
 
     def read(self, index: np.ndarray) -> RawBatch:
-        position = torch.from_numpy(index).to(self.source.device)
+        position = to_device(index, self.source.device)  # one upload for all the lookups
         teacher = None if self.teacher_logits is None else self.teacher_logits[position]
-        return RawBatch(self.source.gather(index), self.scene_ids[position], self.is_reference[position], teacher)
+        return RawBatch(self.source.gather(index, position), self.scene_ids[position], self.is_reference[position],
+                        teacher)
 
     def __call__(self, batches: list[np.ndarray]) -> Iterator[RawBatch]:
         if self.workers <= 0 or len(batches) < 2:

@@ -9,6 +9,8 @@ How gradients are synchronised:
   (one all-reduce per step) BEFORE the projection, so every process projects the same global-batch
   gradients and applies the same update: PCGrad on N processes equals PCGrad on the whole batch.
 DDP still broadcasts BatchNorm running statistics and observer buffers from rank 0 at every forward.
+A run started by torchrun joins a process group even with one process (`--nproc_per_node 1`), so a
+one-GPU launch takes the same NCCL/DDP path as a multi-GPU one (with identical results: the mean of one).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    backend: str | None = None  # the process group's backend (nccl | gloo) when one was joined
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Several processes, or a process group of one (torchrun --nproc_per_node 1)."""
+        return self.world_size > 1 or self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -80,17 +84,26 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) sets these for every process it starts, even for one."""
+    return all(key in os.environ for key in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def setup(device_name: str = "auto") -> Distributed:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on the CPU)."""
+    """Join the torchrun process group (NCCL on GPUs, gloo on the CPU) when torchrun started this process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_name, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    backend = None
+    if world_size > 1 or launched_by_torchrun():
+        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return Distributed(rank, world_size, local_rank, device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend, rank=rank, world_size=world_size)
+        backend = dist.get_backend()
+    return Distributed(rank, world_size, local_rank, device, backend)
 
 
 def teardown(context: Distributed) -> None:
@@ -99,4 +112,6 @@ def teardown(context: Distributed) -> None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a torch.compile wrapper and/or DistributedDataParallel."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -27,9 +27,9 @@ def predict_probabilities(
         index = np.arange(start, min(start + batch_size, len(table)))
         x = to_layout(network_input(source.gather(index), use_deltas, delta_width), channels_last)
         scene_logits, _ = split_logits(model(x))
-        out.append(torch.softmax(scene_logits.float(), dim=1).cpu().numpy())
+        out.append(torch.softmax(scene_logits.float(), dim=1))  # stays on the device: no wait per batch
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)
 
 
 def validation_metrics(probabilities: np.ndarray, table: ClipTable) -> dict[str, Any]:
