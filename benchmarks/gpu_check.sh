@@ -32,11 +32,12 @@ STATUS=()
 
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes
   SIZE=tiny; EPOCHS=1; DEMO_EPOCHS=1; TRAIN_SET=(--set max_batches_per_epoch=2 --set data.val_max_clips=40 --batch-size 8)
-  BENCH=(--batches 8 16 --steps 3 --warmup 1 --threads 2); COMPILE_BENCH=(--batches 8 --steps 2 --warmup 1 --threads 2)
+  BENCH=(--batches 8 --steps 2 --warmup 1 --split-steps 1 --threads 2)
+  COMPILE_BENCH=(--batches 8 --steps 2 --warmup 1 --split-steps 1 --threads 2)
   WORKERS=2; PYTEST_TARGET=(tests/test_cuda_training.py tests/test_models.py)
 else
   SIZE=demo; EPOCHS=3; DEMO_EPOCHS=4; TRAIN_SET=(--set data.val_batch_size=256)
-  BENCH=(--batches 32 256 --steps 30 --warmup 5); COMPILE_BENCH=(--batches 32 256 --steps 30 --warmup 5)
+  BENCH=(--batches 32 256 --steps 20 --warmup 4); COMPILE_BENCH=(--batches 32 256 --steps 30 --warmup 4)
   WORKERS=$(nproc); PYTEST_TARGET=(tests)
 fi
 DATA=$WORK/data/TAU-synth-$SIZE

@@ -9,11 +9,11 @@ For each variant, batch size and mode:
 - split (mode `after` only): the step's phases as `training_speed.py` splits them (data, forward,
   backward, optimiser); every mark synchronises, so the split's step is slower than the throughput.
 Modes:
-- `before`: the data path as it was before the GPU-wait fixes (a blocking host-to-GPU copy of the
-  batch index twice per step, the 10x3 coarse-target matrix copied to the GPU every step, the
-  progress bar reading the loss every 10 steps);
-- `after`: the current code (indices through pinned memory, non-blocking; the matrix built once per
-  device; the loss read every 50 steps);
+- `before`: the step as it was before the GPU-wait fixes (a blocking host-to-GPU copy of the batch
+  index twice per step, the 10x3 coarse-target matrix copied to the GPU every step, PCGrad's
+  per-tensor masks rebuilt every step, the progress bar reading the loss every 10 steps);
+- `after`: the current code (indices through pinned memory, non-blocking; the matrix and the masks
+  built once; the loss read every 50 steps);
 - `compile`: `after` with the network `torch.compile`d (the trainer's `--set compile=true`);
   inductor draws random numbers as eager PyTorch does here (`fallback_random`), so its first steps
   can be compared with `after`'s (column `check`: max |difference| of the first 3 steps' losses and
@@ -43,6 +43,7 @@ import training_speed as base  # noqa: E402 - the benchmark beside this one
 from dsmn.labels import NUM_COARSE, SCENE_TO_COARSE_ID  # noqa: E402
 from dsmn.training import augment, load_config  # noqa: E402
 from dsmn.training import data as data_module  # noqa: E402
+from dsmn.training import step as step_module  # noqa: E402
 from dsmn.training.data import RawBatch, take_rows  # noqa: E402
 from dsmn.training.distributed import Distributed  # noqa: E402
 from dsmn.training.pipeline import EpochRandomness  # noqa: E402
@@ -61,7 +62,7 @@ class Cell:
     mode: str
     clips_per_second: float = float("nan")
     warmup_seconds: float = float("nan")  # includes compilation in mode `compile`
-    check: float | None = None  # max |first steps' results - `after`'s|
+    first: torch.Tensor | None = None  # results of the first CHECK_STEPS steps
     error: str | None = None
 
     @property
@@ -91,17 +92,24 @@ def _legacy_coarse_matrix(device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.nn.functional.one_hot(coarse_ids, NUM_COARSE).float()
 
 
+def _legacy_tensor_reach(grads, params) -> torch.Tensor:  # noqa: ANN001
+    return torch.cat([torch.full((p.numel(),), g is not None, dtype=torch.bool, device=p.device)
+                      for g, p in zip(grads, params, strict=True)])  # ~100 small launches per task and step
+
+
 @contextlib.contextmanager
-def legacy_data_path(enabled: bool) -> Iterator[None]:
+def legacy_host_waits(enabled: bool) -> Iterator[None]:
+    """The step as it was before the GPU-wait fixes (same values, more waits and launches)."""
     if not enabled:
         yield
         return
-    saved = data_module.BatchReader.read, augment.coarse_matrix
+    saved = data_module.BatchReader.read, augment.coarse_matrix, step_module.tensor_reach
     data_module.BatchReader.read, augment.coarse_matrix = _legacy_read, _legacy_coarse_matrix
+    step_module.tensor_reach = _legacy_tensor_reach
     try:
         yield
     finally:
-        data_module.BatchReader.read, augment.coarse_matrix = saved
+        data_module.BatchReader.read, augment.coarse_matrix, step_module.tensor_reach = saved
 
 
 # --- measurement -----------------------------------------------------------------------------------
@@ -114,7 +122,10 @@ def synchronize(device: torch.device) -> None:
 
 def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.device, steps: int, warmup: int,
                read_every: int) -> tuple[float, float, torch.Tensor]:
-    """(clips/s over `steps` steps, seconds of the warm-up steps, results of the first CHECK_STEPS steps)."""
+    """(clips/s over `steps` steps, seconds of the warm-up steps, results of the first CHECK_STEPS steps).
+
+    The first step always runs the uncompiled network: a QAT network's observers calibrate on it, and
+    a compiled one would otherwise compile twice (once without, once with fake quantisation)."""
     table, reader, inputs, net, optimizer, settings = parts
     rng = EpochRandomness.create(0, 0, 0, device)
     batches = base.step_batches(len(table), batch, warmup + steps)
@@ -129,7 +140,7 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
             synchronize(device)
             warm, started = time.perf_counter() - started, time.perf_counter()
         x, scene, coarse = inputs(next(iterator), 0, rng)
-        results = train_step(model, x, scene, coarse, optimizer, settings)
+        results = train_step(net if k == 0 else model, x, scene, coarse, optimizer, settings)
         totals += results
         if k < CHECK_STEPS:
             first.append(results.detach().clone())
@@ -140,7 +151,7 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
 
 
 def run_cell(cell: Cell, data: Path, device: torch.device, steps: int, warmup: int, extra: list[str],
-             reference: dict, split: list) -> None:
+             split: list, split_steps: int = 10) -> None:
     description, overrides = base.VARIANTS[cell.variant]
     compiled = cell.mode == "compile"
     config = load_config("model1", [*overrides, f"batch_size={cell.batch}", f"device={device}",
@@ -153,17 +164,22 @@ def run_cell(cell: Cell, data: Path, device: torch.device, steps: int, warmup: i
     parts = base.build(config, data, device)
     net = parts[3]
     model = training_module(net, Distributed(device=device), config.compile) if compiled else net
-    with legacy_data_path(cell.mode == "before"):
+    with legacy_host_waits(cell.mode == "before"):
         rate, warm, first = throughput(parts, model, cell.batch, device, steps, max(warmup, 8) if compiled else warmup,
                                        10 if cell.mode == "before" else 50)
-    cell.clips_per_second, cell.warmup_seconds = rate, warm
-    key = (cell.variant, cell.batch)
+    cell.clips_per_second, cell.warmup_seconds, cell.first = rate, warm, first
     if cell.mode == "after":
-        reference[key] = first
         split.append((cell.batch, base.split_step(f"{cell.variant} (batch {cell.batch})", description, config,
-                                                  parts, device, max(5, steps // 3), 2)))
-    elif key in reference:
-        cell.check = float((first - reference[key]).abs().max())
+                                                  parts, device, split_steps, 2)))
+
+
+def check(cell: Cell, cells: list[Cell]) -> float | None:
+    """max |first steps' results - those of `after` (same variant and batch)|; None for `after` itself."""
+    after = next((c for c in cells if (c.variant, c.batch, c.mode) == (cell.variant, cell.batch, "after")
+                  and c.first is not None), None)
+    if cell.mode == "after" or after is None or cell.first is None:
+        return None
+    return float((cell.first - after.first).abs().max())
 
 
 def report(cells: list[Cell], split: list, device: torch.device, args: argparse.Namespace) -> str:
@@ -182,7 +198,7 @@ def report(cells: list[Cell], split: list, device: torch.device, args: argparse.
         lines.append(f"| {c.variant} | {c.batch} | {c.mode} | {c.clips_per_second:,.0f} | "
                      f"{1000 * c.batch / c.clips_per_second:.2f} | {c.epoch_seconds:.1f} s | "
                      f"{f'{ratio:.2f}x' if ratio else '-'} | {c.warmup_seconds:.1f} | "
-                     f"{'-' if c.check is None else f'{c.check:.1e}'} |")
+                     f"{'-' if check(c, cells) is None else f'{check(c, cells):.1e}'} |")
     lines += ["", "Variants: " + "; ".join(f"{v}: {base.VARIANTS[v][0]}" for v in dict.fromkeys(c.variant
                                                                                           for c in cells))]
     for batch in sorted({b for b, _ in split}):
@@ -215,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["before", "after"], choices=MODES)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per cell")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--split-steps", type=int, default=10, help="timed steps of the phase split (mode after)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--set", action="append", default=[], help="config override applied to every cell")
     parser.add_argument("--out", help="write the Markdown report here (rewritten after every cell)")
@@ -224,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     data = base.ensure_data(args.data)
     cells: list[Cell] = []
-    reference: dict = {}
     split: list = []
     order = [m for m in MODES if m in args.modes]  # `after` before `compile`: it is the check's reference
     for variant in args.variants:
@@ -233,10 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                 cell = Cell(variant, batch, mode)
                 cells.append(cell)
                 try:
-                    run_cell(cell, data, device, args.steps, args.warmup, args.set, reference, split)
+                    run_cell(cell, data, device, args.steps, args.warmup, args.set, split, args.split_steps)
                     print(f"{variant} batch {batch} {mode}: {cell.clips_per_second:,.0f} clips/s "
-                          f"(epoch {cell.epoch_seconds:.1f} s, warm-up {cell.warmup_seconds:.1f} s"
-                          f"{'' if cell.check is None else f', check {cell.check:.1e}'})", flush=True)
+                          f"(epoch {cell.epoch_seconds:.1f} s, warm-up {cell.warmup_seconds:.1f} s)", flush=True)
                 except Exception as error:  # noqa: BLE001 - reported in the table, the other cells still run
                     cell.error = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
                     print(f"{variant} batch {batch} {mode}: FAILED {cell.error}", flush=True)

@@ -146,9 +146,9 @@ def split_step(name: str, description: str, config: TrainConfig, parts: tuple, d
     projection = []
     real_pcgrad = step_module.pcgrad
 
-    def timed_pcgrad(gradients):  # noqa: ANN001, ANN202
+    def timed_pcgrad(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         start = clock.now()
-        out = real_pcgrad(gradients)
+        out = real_pcgrad(*args, **kwargs)
         projection.append(clock.now() - start)
         return out
 

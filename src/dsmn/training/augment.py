@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dsmn.labels import NUM_COARSE, NUM_SCENES, SCENE_TO_COARSE_ID
+from dsmn.training.data import to_device
 
 
 def correction_vectors(reference: np.ndarray, other: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -145,7 +146,7 @@ def freq_mixstyle(
     batch = logmel.shape[0]
     if batch < 2 or probability <= 0:
         return logmel
-    lam = torch.from_numpy(host_rng.beta(alpha, alpha, size=batch).astype(np.float32)).to(logmel.device)
+    lam = to_device(host_rng.beta(alpha, alpha, size=batch).astype(np.float32), logmel.device)
     chosen = torch.rand(batch, generator=generator, device=logmel.device) < probability
     partner = torch.randperm(batch, generator=generator, device=logmel.device)
     mean = logmel.mean(dim=2, keepdim=True)

@@ -231,6 +231,9 @@ class TrainConfig:
             self.compile = "default"
         if self.compile is not False and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be false, true or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.compile and self.multitask.mode == "pcgrad" and self.multitask.pcgrad == "shared-representation":
+            # the embedding is captured inside the network's forward; a compiled graph does not expose it to autograd
+            raise ValueError("compile works with multitask.pcgrad=full, sum or off, not with shared-representation")
         if self.data.preload not in ("auto", "always", "never"):
             raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
         return self

@@ -61,11 +61,23 @@ def pcgrad(gradients: Sequence[torch.Tensor], reached: Sequence[torch.Tensor] | 
 
 
 def tensor_reach(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The per-tensor rule's mask of one task: True on every element of each tensor it has a gradient for."""
-    return torch.cat([
-        torch.full((p.numel(),), g is not None, dtype=torch.bool, device=p.device)
-        for g, p in zip(grads, params, strict=True)
-    ])
+    """The per-tensor rule's mask of one task: True on every element of each tensor it has a gradient for.
+
+    The mask depends only on which tensors have a gradient, the same at every step: it is built once
+    (one kernel per tensor) and reused, not rebuilt with some hundred small GPU launches per step.
+    """
+    key = (tuple(g is not None for g in grads), tuple(p.numel() for p in params), str(params[0].device))
+    mask = _REACH_MASKS.get(key)
+    if mask is None:
+        mask = torch.cat([
+            torch.full((p.numel(),), g is not None, dtype=torch.bool, device=p.device)
+            for g, p in zip(grads, params, strict=True)
+        ])
+        _REACH_MASKS[key] = mask
+    return mask
+
+
+_REACH_MASKS: dict[tuple, torch.Tensor] = {}  # read-only masks, by (gradient pattern, sizes, device)
 
 
 def flatten(grads: Iterable[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:

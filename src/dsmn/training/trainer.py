@@ -132,6 +132,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         best = {"val_loss": state["best_val_loss"], "epoch": state.get("best_epoch"),
                 "metrics": state.get("best_metrics", {})}
     model = training_module(net, dist, config.compile)
+    eager_steps = 1 if config.compile else 0  # see `uncompiled`
     settings = StepSettings(
         multitask=config.multitask.mode, pcgrad=pcgrad_mode(config, float_model, main), params=params,
         merge=config.multitask.merge,
@@ -151,6 +152,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         if qat.prepared_by(epoch) and net is float_model:
             net = qat.prepare(float_model)  # float_until_start: same parameters, optimiser unchanged
             model = training_module(net, dist, config.compile)
+            eager_steps = 1 if config.compile else 0
         qat.start_epoch(net, epoch)
         lr = scheduler.start_epoch(epoch)
         rng = EpochRandomness.create(config.seed, epoch, dist.rank, device)
@@ -165,7 +167,9 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                          desc=f"epoch {epoch + 1}", unit="batch")
         for k, raw in enumerate(batch_bar):
             step = d.inputs(raw, epoch, rng)
-            totals += train_step(model, step.x, step.scene, step.coarse, optimizer, settings, teacher=step.teacher)
+            totals += train_step(uncompiled(model) if eager_steps else model, step.x, step.scene, step.coarse,
+                                 optimizer, settings, teacher=step.teacher)
+            eager_steps = max(0, eager_steps - 1)
             if main and config.progress and (k % 50 == 0 or k == len(batches) - 1):  # .item() waits for the GPU
                 batch_bar.set_postfix(loss=f"{totals[0].item() / (k + 1):.3f}")
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
@@ -212,6 +216,13 @@ def training_module(net: nn.Module, dist: Distributed, compile_mode: bool | str 
     if compile_mode:
         model = torch.compile(model, mode=None if compile_mode in (True, "default") else compile_mode)
     return model
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module inside torch.compile's wrapper (DDP stays). The trainer runs a network's first step
+    with it: a fresh QAT network's observers calibrate on that step, and compiling it would compile
+    the network twice (once without fake quantisation, once with)."""
+    return getattr(model, "_orig_mod", model)
 
 
 def pcgrad_mode(config: TrainConfig, model: nn.Module, announce: bool) -> str:
