@@ -18,6 +18,8 @@ Modes:
   inductor draws random numbers as eager PyTorch does here (`fallback_random`), so its first steps
   can be compared with `after`'s (column `check`: max |difference| of the first 3 steps' losses and
   accuracy against `after`; `before` should equal `after` up to GPU non-determinism).
+Column `speed-up`: against the first mode measured for the same variant and batch (`before`, or
+`after` in a run without `before`).
 
     python benchmarks/gpu_training_speed.py --data DIR --device cuda --batches 32 256 \\
         --variants faithful shared sum --modes before after compile --out speed.md
@@ -151,7 +153,7 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
 
 
 def run_cell(cell: Cell, data: Path, device: torch.device, steps: int, warmup: int, extra: list[str],
-             split: list, split_steps: int = 10) -> None:
+             split: list, split_steps: int = 10, backend: str = "inductor") -> None:
     description, overrides = base.VARIANTS[cell.variant]
     compiled = cell.mode == "compile"
     config = load_config("model1", [*overrides, f"batch_size={cell.batch}", f"device={device}",
@@ -163,7 +165,10 @@ def run_cell(cell: Cell, data: Path, device: torch.device, steps: int, warmup: i
         torch._dynamo.reset()
     parts = base.build(config, data, device)
     net = parts[3]
-    model = training_module(net, Distributed(device=device), config.compile) if compiled else net
+    model = net
+    if compiled:  # as the trainer compiles; another backend only to check this script quickly on a CPU
+        model = (training_module(net, Distributed(device=device), config.compile) if backend == "inductor"
+                 else torch.compile(net, backend=backend))
     with legacy_host_waits(cell.mode == "before"):
         rate, warm, first = throughput(parts, model, cell.batch, device, steps, max(warmup, 8) if compiled else warmup,
                                        10 if cell.mode == "before" else 50)
@@ -187,14 +192,17 @@ def report(cells: list[Cell], split: list, device: torch.device, args: argparse.
     lines = [f"### Training-step throughput, model1, {name}, torch {torch.__version__}",
              "", f"{args.steps} timed steps after {args.warmup} warm-up steps (compile: at least 8) per cell, "
              f"features preloaded on the device; epoch = {EPOCH_CLIPS:,} clips / clips per s.", "",
-             "| variant | batch | mode | clips/s | ms/step | epoch of 139,620 clips | vs before | warm-up s | check |",
+             "| variant | batch | mode | clips/s | ms/step | epoch of 139,620 clips | speed-up | warm-up s | check |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    before = {(c.variant, c.batch): c.clips_per_second for c in cells if c.mode == "before" and not c.error}
+    baseline: dict = {}  # speed-up against the first mode measured (before; in a compile run: after)
+    for c in cells:
+        if not c.error:
+            baseline.setdefault((c.variant, c.batch), c.clips_per_second)
     for c in cells:
         if c.error:
             lines.append(f"| {c.variant} | {c.batch} | {c.mode} | failed: {c.error} | | | | | |")
             continue
-        ratio = c.clips_per_second / before[(c.variant, c.batch)] if (c.variant, c.batch) in before else None
+        ratio = c.clips_per_second / baseline[(c.variant, c.batch)]
         lines.append(f"| {c.variant} | {c.batch} | {c.mode} | {c.clips_per_second:,.0f} | "
                      f"{1000 * c.batch / c.clips_per_second:.2f} | {c.epoch_seconds:.1f} s | "
                      f"{f'{ratio:.2f}x' if ratio else '-'} | {c.warmup_seconds:.1f} | "
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per cell")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--split-steps", type=int, default=10, help="timed steps of the phase split (mode after)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of mode compile")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--set", action="append", default=[], help="config override applied to every cell")
     parser.add_argument("--out", help="write the Markdown report here (rewritten after every cell)")
@@ -249,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 cell = Cell(variant, batch, mode)
                 cells.append(cell)
                 try:
-                    run_cell(cell, data, device, args.steps, args.warmup, args.set, split, args.split_steps)
+                    run_cell(cell, data, device, args.steps, args.warmup, args.set, split, args.split_steps,
+                             args.compile_backend)
                     print(f"{variant} batch {batch} {mode}: {cell.clips_per_second:,.0f} clips/s "
                           f"(epoch {cell.epoch_seconds:.1f} s, warm-up {cell.warmup_seconds:.1f} s)", flush=True)
                 except Exception as error:  # noqa: BLE001 - reported in the table, the other cells still run
