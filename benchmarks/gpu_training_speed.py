@@ -77,7 +77,9 @@ class Cell:
 
 def _legacy_read(self: data_module.BatchReader, index):  # noqa: ANN001, ANN202
     position = torch.from_numpy(index).to(self.source.device)  # pageable copy: the host waits for the GPU
-    return RawBatch(_legacy_gather(self.source, index), self.scene_ids[position], self.is_reference[position])
+    teacher = None if self.teacher_logits is None else self.teacher_logits[position]
+    return RawBatch(_legacy_gather(self.source, index), self.scene_ids[position], self.is_reference[position],
+                    teacher)
 
 
 def _legacy_gather(source: data_module.LogMelRows, index) -> torch.Tensor:  # noqa: ANN001
@@ -131,7 +133,7 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
     table, reader, inputs, net, optimizer, settings = parts
     rng = EpochRandomness.create(0, 0, 0, device)
     batches = base.step_batches(len(table), batch, warmup + steps)
-    totals = torch.zeros(4, device=device)
+    totals = None
     first = []
     net.train()
     model.train()
@@ -141,9 +143,10 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
         if k == warmup:
             synchronize(device)
             warm, started = time.perf_counter() - started, time.perf_counter()
-        x, scene, coarse = inputs(next(iterator), 0, rng)
-        results = train_step(net if k == 0 else model, x, scene, coarse, optimizer, settings)
-        totals += results
+        step = inputs(next(iterator), 0, rng)
+        results = train_step(net if k == 0 else model, step.x, step.scene, step.coarse, optimizer, settings,
+                             teacher=step.teacher)
+        totals = results if totals is None else totals + results  # the trainer's running sums
         if k < CHECK_STEPS:
             first.append(results.detach().clone())
         if k % read_every == 0:

@@ -113,8 +113,8 @@ def test_preloaded_features_on_the_gpu_match_the_cache(tiny_data: Path) -> None:
     assert torch.equal(read[1].logmel.cpu(), host.flip(0))
     assert read[0].scene_ids.tolist() == table.scene_ids[index].tolist()
     config = load_config("model1", ["mixup.late_epoch=0"])
-    x, scene, _ = TrainingInputs(config, True, None)(read[0], 0, EpochRandomness.create(0, 0, 0, CUDA))
-    assert x.shape == (5, 2, 256, 44) and x.device.type == "cuda" and scene.device.type == "cuda"
+    step = TrainingInputs(config, True, None)(read[0], 0, EpochRandomness.create(0, 0, 0, CUDA))
+    assert step.x.shape == (5, 2, 256, 44) and step.x.device.type == "cuda" and step.scene.device.type == "cuda"
 
 
 SMALL = ["batch_size=16", "max_batches_per_epoch=4", "progress=false", "data.val_max_clips=60",
