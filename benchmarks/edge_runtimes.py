@@ -30,12 +30,10 @@ import onnx
 import torch
 
 from dsmn import models
-from dsmn.deploy.metadata import InputRecipe
 from dsmn.deploy.onnx_export import to_onnx
 from dsmn.deploy.runtime import create_session
-from dsmn.deploy.tflite_export import logits_grid, tflite_bytes
+from dsmn.deploy.tflite_export import registry_tflite
 from dsmn.deploy.tflite_runtime import TfliteClassifier, memory_report
-from dsmn.features import FrontEndConfig
 from dsmn.quantization import calibrate, prepare_qat
 
 RUNTIMES = ("onnx int8", "litert", "tflm")
@@ -44,19 +42,13 @@ CALLS = {"onnx int8": 20, "litert": 20, "tflm": 3}  # per round (TFLM's referenc
 
 def build(name: str, folder: Path) -> tuple[dict, dict]:
     """(runner per runtime, memory report) of one model."""
+    shape = models.entry(name).input_shape
+    path = registry_tflite(name, folder / f"{name}.tflite")
     torch.manual_seed(0)
-    entry = models.entry(name)
-    shape = entry.input_shape
     qat = prepare_qat(models.create(name).eval())
     calibrate(qat, [torch.randn(32, *shape)], momentum=1.0)
-    qat.eval()
-    with torch.no_grad():
-        grid = logits_grid(qat(torch.randn(32, *shape)).numpy())
-    recipe = InputRecipe(FrontEndConfig(**entry.frontend), entry.deltas, model_name=name, precision="int8")
-    path = folder / f"{name}.tflite"
-    path.write_bytes(tflite_bytes(qat, (1, *shape), recipe, "int8", grid))
     onnx_path = folder / f"{name}.onnx"
-    onnx.save(to_onnx(qat, (1, *shape), quantized=True), str(onnx_path))
+    onnx.save(to_onnx(qat.eval(), (1, *shape), quantized=True), str(onnx_path))
     session = create_session(onnx_path, threads=1)
     input_name = session.get_inputs()[0].name
     clip = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)

@@ -100,6 +100,9 @@ def test_memory_report_uses_tflms_own_arena_figure(exported) -> None:
     assert memory.peak_activation_bytes < memory.arena_bytes < 1.2 * memory.peak_activation_bytes
     assert memory.operators["CONV_2D"] + memory.operators["DEPTHWISE_CONV_2D"] == 56
     assert any("LOGISTIC" in note for note in memory.operator_notes())
+    # side by side: the DCASE 2022 baseline's figures (two 16 x 40 x 51 int8 maps at its peak)
+    assert memory.reference.peak_activation_bytes == 2 * 16 * 40 * 51
+    assert "dcase2022_baseline" in memory.format()
 
 
 def test_refuses_to_write_below_the_agreement_threshold(qat_run, check_inputs, tmp_path) -> None:
@@ -140,7 +143,13 @@ def test_c_array_compiles_and_holds_the_model(exported, tmp_path) -> None:
 
 def test_predict_evaluate_and_complexity_take_a_tflite_file(exported, tiny_data, tmp_path, capsys) -> None:
     out, _ = exported
-    files = sorted((tiny_data / "audio").glob("*.wav"))[:3]
+    import soundfile
+
+    files = sorted((tiny_data / "audio").glob("*.wav"))[:2]
+    awkward = tmp_path / "short stereo 22k.flac"  # 0.3 s, two channels, another rate and format
+    noise = np.random.default_rng(0).standard_normal((6615, 2)).astype(np.float32) * 0.1
+    soundfile.write(awkward, noise, 22050)
+    files.append(awkward)
     table = tmp_path / "predictions.tsv"
     assert main(["predict", str(out), *map(str, files), "--out", str(table), "--quiet", "--runtime", "tflm"]) == 0
     rows = table.read_text().splitlines()
@@ -149,6 +158,7 @@ def test_predict_evaluate_and_complexity_take_a_tflite_file(exported, tiny_data,
     assert main(["complexity", str(out), "--summary"]) == 0
     text = capsys.readouterr().out
     assert re.search(r"TFLM tensor arena: [\d,]+ bytes", text) and "flash:" in text
+    assert re.search(r"peak activations +[\d,]+ +65,280", text)  # beside the DCASE 2022 baseline
 
 
 def test_export_cli_writes_tflite_and_c_array(qat_run, tiny_data, tmp_path, capsys) -> None:

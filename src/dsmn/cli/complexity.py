@@ -99,6 +99,7 @@ def _tflite(targets: list[str], args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from dsmn.deploy.tflite_export import with_reference
     from dsmn.deploy.tflite_runtime import memory_report
 
     if not all(str(t).endswith(".tflite") for t in targets):
@@ -110,7 +111,7 @@ def _tflite(targets: list[str], args: argparse.Namespace) -> int:
             print(f"dsmn complexity: {target}: no such file", file=sys.stderr)
             return 2
         try:
-            reports.append(memory_report(target))
+            reports.append(with_reference(memory_report(target)))
         except ValueError as error:
             print(f"dsmn complexity: {target}: {error}", file=sys.stderr)
             return 2

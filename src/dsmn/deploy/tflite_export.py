@@ -9,7 +9,9 @@ it is moved into place: top-1 agreement with the QAT network must reach 99 %.
 
 from __future__ import annotations
 
+import functools
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from dsmn.deploy.trained import TrainedModel
 from dsmn.labels import NUM_SCENES
 
 IO_TYPES = ("int8", "float")
+REFERENCE_MODEL = "dcase2022_baseline"  # its memory is printed beside every exported model's
 OUTPUT_MARGIN = 1.25  # the logits' int8 range: the observed range on the check clips, widened by this factor
 TFLM_CHECK_CLIPS = 200  # TFLM runs portable reference kernels (~0.1 s per model1 clip on a PC): a subset
 
@@ -90,6 +93,38 @@ def tflite_bytes(network: torch.nn.Module, shape: tuple[int, ...], recipe: Input
     return serialize(graph)
 
 
+def registry_tflite(name: str, path: str | Path, io: str = "int8") -> Path:
+    """An int8 .tflite file of the registered model `name`, randomly initialised with its observers
+    calibrated on random inputs: for memory and speed figures, which do not depend on the weights."""
+    from dsmn import models
+    from dsmn.features import FrontEndConfig
+    from dsmn.quantization import calibrate, prepare_qat
+
+    torch.manual_seed(0)
+    entry = models.entry(name)
+    qat = prepare_qat(models.create(name).eval())
+    calibrate(qat, [torch.randn(32, *entry.input_shape)], momentum=1.0)
+    qat.eval()
+    with torch.no_grad():
+        grid = logits_grid(qat(torch.randn(32, *entry.input_shape)).numpy())
+    recipe = InputRecipe(FrontEndConfig(**entry.frontend), entry.deltas, model_name=name, precision="int8")
+    path = Path(path)
+    path.write_bytes(tflite_bytes(qat, (1, *entry.input_shape), recipe, io, grid))
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def reference_memory() -> MemoryReport:
+    """Flash, TFLM arena and peak activations of the DCASE 2022 baseline, for comparison."""
+    with tempfile.TemporaryDirectory() as folder:
+        return memory_report(registry_tflite(REFERENCE_MODEL, Path(folder) / f"{REFERENCE_MODEL}.tflite"))
+
+
+def with_reference(memory: MemoryReport) -> MemoryReport:
+    memory.reference, memory.reference_name = reference_memory(), f"{REFERENCE_MODEL} (random weights)"
+    return memory
+
+
 def check(path: Path, runtime: str, network: torch.nn.Module, inputs: Sequence[torch.Tensor],
           limit: int | None = None) -> RuntimeCheck:
     """Top-1 agreement and max |logit difference| of the file in `runtime` against `network`."""
@@ -142,7 +177,7 @@ def export_tflite(
         report.checks = [check(temporary, "litert", network, check_inputs),
                          check(temporary, "tflm", network, check_inputs, tflm_clips)]
         failed = [c for c in report.checks if c.agreement < min_agreement]
-        report.memory = memory_report(temporary)
+        report.memory = with_reference(memory_report(temporary))
         report.memory.path = str(out)
         if failed:
             problems = "; ".join(f"top-1 agreement in {c.runtime} is {c.agreement:.2%} < {min_agreement:.0%}"

@@ -160,6 +160,8 @@ class MemoryReport:
     peak_layer: str
     layers: list[LayerMemory] = field(default_factory=list)
     operators: dict[str, int] = field(default_factory=dict)
+    reference: MemoryReport | None = None  # the same figures for a reference model, printed side by side
+    reference_name: str = ""
 
     def operator_notes(self) -> list[str]:
         notes = []
@@ -174,7 +176,11 @@ class MemoryReport:
         return {"path": self.path, "flash_bytes": self.flash_bytes, "constant_bytes": self.constant_bytes,
                 "tflm_arena_bytes": self.arena_bytes, "peak_activation_bytes": self.peak_activation_bytes,
                 "peak_layer": self.peak_layer, "operators": self.operators, "operator_notes": self.operator_notes(),
-                "layers": [vars(layer) for layer in self.layers]}
+                "layers": [vars(layer) for layer in self.layers],
+                "reference": None if self.reference is None else {
+                    "model": self.reference_name, "flash_bytes": self.reference.flash_bytes,
+                    "tflm_arena_bytes": self.reference.arena_bytes,
+                    "peak_activation_bytes": self.reference.peak_activation_bytes}}
 
     def format(self, with_layers: bool = False) -> str:
         arena = f"{self.arena_bytes:,} bytes" if self.arena_bytes is not None else "not measured (tflite-micro missing)"
@@ -188,10 +194,27 @@ class MemoryReport:
             f"  operators: {ops}",
         ]
         lines += [f"    note: {n}" for n in self.operator_notes()]
+        if self.reference is not None:
+            lines += self._side_by_side()
         if with_layers:
             lines.append(f"  {'#':>4} {'operator':<18} {'live activation bytes':>22}  output")
             lines += [f"  {m.index:>4} {m.operator:<18} {m.live_bytes:>22,}  {m.output}" for m in self.layers]
         return "\n".join(lines)
+
+
+    def _side_by_side(self) -> list[str]:
+        ref = self.reference
+        width = max(len(self.reference_name), 10)
+        rows = [("flash", self.flash_bytes, ref.flash_bytes), ("TFLM arena", self.arena_bytes, ref.arena_bytes),
+                ("peak activations", self.peak_activation_bytes, ref.peak_activation_bytes)]
+        lines = [f"  {'bytes':<18} {'this model':>12} {self.reference_name:>{width}}"]
+        for label, mine, theirs in rows:
+            lines.append(f"  {label:<18} {_bytes(mine):>12} {_bytes(theirs):>{width}}")
+        return lines
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def activation_plan(graph: Graph) -> list[LayerMemory]:
