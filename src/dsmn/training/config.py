@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
@@ -34,11 +35,17 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Per-epoch learning rate: linear warm-up from `warmup_lr`, then cosine down to `min_lr`."""
+    """Per-epoch learning rate: linear warm-up from `warmup_lr`, then cosine down to `min_lr`.
+
+    `scale_with_epochs`: an `epochs` override (`--epochs N`) scales the epoch-counted settings the
+    config does not pin in the same override (warm-up, the mixup switch, positive QAT epochs) by
+    N / the config's epochs, so a short run keeps the recipe's shape (see `scale_epoch_settings`).
+    """
 
     warmup_epochs: int = 5
     warmup_lr: float = 5e-5
     min_lr: float = 1e-6
+    scale_with_epochs: bool = True
 
 
 @dataclass
@@ -196,6 +203,8 @@ class TrainConfig:
     qat: QATSectionConfig = field(default_factory=QATSectionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # what an `epochs` override scaled: {"epochs": [config's, run's], "mixup.late_epoch": [was, now], ...}
+    scaled_settings: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,9 +316,72 @@ def load_config(
     data = read_config_dict(name) if name is not None else {}
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    if overrides:
-        data = deep_merge(data, overrides)
-    return config_from_dict(data)
+    return config_from_dict(apply_overrides(data, overrides or {}))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into a config dict; an `epochs` override scales the epoch-counted settings."""
+    merged = deep_merge(data, overrides)
+    if "epochs" in overrides:
+        merged = scale_epoch_settings(merged, int(data.get("epochs", TrainConfig.epochs)), overrides)
+    return merged
+
+
+EPOCH_SETTINGS = ("schedule.warmup_epochs", "mixup.late_epoch", "qat.start_epoch", "qat.freeze_observers_epoch",
+                  "qat.freeze_bn_epoch")
+
+
+def scale_epoch_settings(data: dict[str, Any], config_epochs: int, pinned: dict[str, Any]) -> dict[str, Any]:
+    """Epoch-counted settings scaled from `config_epochs` to data["epochs"] (rounded to the nearest epoch).
+
+    Why: `--epochs 4` with the 100-epoch recipe would otherwise keep 5 warm-up epochs and never leave
+    warm-up. Settings `pinned` in the same overrides, negative ones (counted from the end) and unset
+    ones stay; `schedule.scale_with_epochs: false` turns scaling off. The changes are recorded in
+    `scaled_settings` (the training banner lists them).
+    """
+    epochs = int(data["epochs"])
+    if epochs == config_epochs or config_epochs < 1 or not _get(data, "schedule.scale_with_epochs", True):
+        return data
+    out = copy.deepcopy(data)
+    scaled: dict[str, list[int]] = {}
+    for key in EPOCH_SETTINGS:
+        if _get(pinned, key, None) is not None or _get(pinned, key.replace("qat.", "qat.options."), None) is not None:
+            continue
+        for path in (key, key.replace("qat.", "qat.options.")) if key.startswith("qat.") else (key,):
+            value = _get(out, path, _default(key) if path == key else None)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                continue
+            new = math.floor(value * epochs / config_epochs + 0.5)
+            if new != value:
+                _set(out, path, new)
+                scaled[key] = [value, new]
+    if scaled:
+        out["scaled_settings"] = {"epochs": [config_epochs, epochs], **scaled}
+    return out
+
+
+def _default(key: str) -> Any:
+    """The dataclass default of a dotted key (the config file may leave it out)."""
+    section, _, leaf = key.partition(".")
+    holder = {"schedule": ScheduleConfig(), "mixup": MixupConfig(), "qat": QATSectionConfig()}[section]
+    return getattr(holder, leaf, None)
+
+
+def _get(data: dict[str, Any], dotted: str, default: Any) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

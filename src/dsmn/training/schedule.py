@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from dsmn.training.config import MixupConfig, ScheduleConfig
+from dsmn.training.config import MixupConfig, ScheduleConfig, TrainConfig
 
 
 def learning_rate(epoch: int, *, epochs: int, base_lr: float, schedule: ScheduleConfig) -> float:
@@ -57,3 +57,42 @@ def mixup_fraction(epoch: int, mixup: MixupConfig) -> float:
     if not mixup.enabled:
         return 0.0
     return 1.0 if epoch < mixup.late_epoch else mixup.late_fraction
+
+
+def schedule_notes(config: TrainConfig) -> list[str]:
+    """Banner lines on the epoch-counted settings: what an `epochs` override scaled, and any that
+    does not fit the run (a warm-up that never ends, a switch that never comes)."""
+    notes = []
+    scaled = dict(config.scaled_settings)
+    if scaled and not _still_scaled(config, scaled):  # a record inherited by a config built on this one
+        scaled = {}
+    if scaled:
+        was, now = scaled.pop("epochs", ["?", config.epochs])
+        changes = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in scaled.items())
+        notes.append(f"schedule scaled from the config's {was} epochs to {now}: {changes} "
+                     "(pin one with --set KEY=VALUE, or --set schedule.scale_with_epochs=false)")
+    epochs = config.epochs
+    if config.schedule.warmup_epochs >= epochs:
+        notes.append(f"warning: schedule.warmup_epochs={config.schedule.warmup_epochs} >= epochs={epochs}: the "
+                     "run never leaves warm-up (the learning rate stays below optimizer.lr, no cosine decay)")
+    if config.mixup.enabled and config.mixup.late_fraction != 1.0 and config.mixup.late_epoch >= epochs:
+        notes.append(f"warning: mixup.late_epoch={config.mixup.late_epoch} >= epochs={epochs}: mixup mixes the "
+                     "whole batch in every epoch (the switch to half the batch never comes)")
+    if config.qat.enabled and config.qat.start_epoch >= epochs:
+        notes.append(f"warning: qat.start_epoch={config.qat.start_epoch} >= epochs={epochs}: fake quantisation "
+                     "never starts, so no epoch qualifies for best.pt")
+    return notes
+
+
+def _still_scaled(config: TrainConfig, scaled: dict[str, list]) -> bool:
+    """Whether a `scaled_settings` record describes this config (same epochs, same values)."""
+    values = config.to_dict()
+    for key, (_, now) in scaled.items():
+        node: object = values if key != "epochs" else {"epochs": config.epochs}
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None and key.startswith("qat."):
+            node = config.qat.options.get(key.split(".")[-1])
+        if node != now:
+            return False
+    return True

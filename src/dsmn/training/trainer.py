@@ -45,7 +45,7 @@ from dsmn.training.distributed import Distributed, setup, teardown
 from dsmn.training.logbook import Logbook
 from dsmn.training.pipeline import EpochRandomness, TrainingInputs
 from dsmn.training.qat import QATSchedule
-from dsmn.training.schedule import EpochLR
+from dsmn.training.schedule import EpochLR, schedule_notes
 from dsmn.training.step import StepSettings, has_penalty, train_step
 from dsmn.training.validation import predict_probabilities, validation_metrics
 from dsmn.training.warmstart import freeze_except, load_start_qat_state, load_start_weights
@@ -455,5 +455,7 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
     if describe.get("teacher"):
         d = config.distillation
         parts.append(f"distilling from {describe['teacher']} (kd_lambda={d.kd_lambda:g}, T={d.temperature:g})")
-    head = "dsmn train: " + ", ".join(parts)
-    return head + (f"\nresuming at epoch {start_epoch + 1}/{config.epochs}" if start_epoch else "")
+    lines = ["dsmn train: " + ", ".join(parts), *schedule_notes(config)]
+    if start_epoch:
+        lines.append(f"resuming at epoch {start_epoch + 1}/{config.epochs}")
+    return "\n".join(lines)
