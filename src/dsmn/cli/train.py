@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--subset", help="train on a DCASE 2024 subset (split5, split10, split25, split50, split100)")
     parser.add_argument("--val-split", help="validation split (default: evaluate, i.e. fold1_evaluate)")
+    parser.add_argument("--validation", choices=("evaluate", "holdout"),
+                        help="choose best.pt on the validation split (evaluate: the authors' recipe) or on a few "
+                        "training locations per scene held out of training (holdout; data.holdout_locations)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--workers", type=int, help="threads reading cache rows ahead of the step")
@@ -58,7 +61,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device, "threads": args.threads,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
-    data = {"subset": args.subset, "val_split": args.val_split, "workers": args.workers, "cache_dir": args.cache}
+    data = {"subset": args.subset, "val_split": args.val_split, "validation": args.validation,
+            "workers": args.workers, "cache_dir": args.cache}
     data = {k: v for k, v in data.items() if v is not None}
     if data:
         out["data"] = data
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsmn train: {error}")
         return 2
     from dsmn.data import DatasetError
+    from dsmn.data.holdout import describe_validation
     from dsmn.features import CacheError
 
     try:
@@ -102,13 +107,21 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as error:  # a split the dataset does not have
         print(f"dsmn train: {error.args[0] if error.args else error}")
         return 2
+    where = describe_validation(config.to_dict()["data"])
+    checkpoints = result.run_dir / "checkpoints"
     if result.best_epoch is not None:
-        m = result.best_metrics
-        nan = float("nan")
-        print(f"best epoch {result.best_epoch + 1}: val loss {result.best_val_loss:.4f}, "
-              f"accuracy {m.get('val_accuracy', nan):.4f}, macro {m.get('val_macro_accuracy', nan):.4f}"
-              f" -> {result.run_dir / 'checkpoints' / 'best.pt'}")
+        print(f"best epoch {result.best_epoch + 1} (selected: lowest validation loss on {where}): "
+              f"{_scores(result.best_metrics)} -> {checkpoints / 'best.pt'}")
+    if result.history:
+        last = result.history[-1]
+        print(f"last epoch {int(last['epoch']) + 1} ({where}): {_scores(last)} -> {checkpoints / 'last.pt'}")
     return 0
+
+
+def _scores(metrics: dict[str, Any]) -> str:
+    nan = float("nan")
+    return (f"val loss {metrics.get('val_loss', nan):.4f}, accuracy {metrics.get('val_accuracy', nan):.4f}, "
+            f"macro {metrics.get('val_macro_accuracy', nan):.4f}")
 
 
 if __name__ == "__main__":  # torchrun -m dsmn.cli.train --data ... (the flags of `dsmn train`)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,14 @@ class LoadedModel:
     logits: Callable[[torch.Tensor], np.ndarray]
     source: Path
     trained: TrainedModel | None = None
+
+    @property
+    def checkpoint(self) -> dict | None:
+        """Which checkpoint of its run this is (dsmn.deploy.trained.checkpoint_label); for an ONNX
+        file, what its export recorded (None for files exported before dsmn recorded it)."""
+        if self.trained is not None:
+            return self.trained.label
+        return json.loads(self.recipe.checkpoint) if self.recipe.checkpoint else None
 
 
 def _torch_logits(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callable[[torch.Tensor], np.ndarray]:

@@ -29,6 +29,7 @@ class InputRecipe:
     classes: tuple[str, ...] = SCENES
     model_name: str = ""
     precision: str = ""
+    checkpoint: str = ""  # JSON: which checkpoint of its run was exported (dsmn.deploy.trained.checkpoint_label)
 
 
 def metadata_for(recipe: InputRecipe) -> dict[str, str]:
@@ -55,6 +56,8 @@ def metadata_for(recipe: InputRecipe) -> dict[str, str]:
     }
     for name, value in frontend.items():
         props[f"{PREFIX}frontend.{name}"] = json.dumps(value)
+    if recipe.checkpoint:
+        props[f"{PREFIX}checkpoint"] = recipe.checkpoint
     return props
 
 
@@ -82,4 +85,5 @@ def read_recipe(props: dict[str, Any]) -> InputRecipe:
         classes=tuple(json.loads(props.get(f"{PREFIX}classes", json.dumps(list(SCENES))))),
         model_name=props.get(f"{PREFIX}model_name", ""),
         precision=props.get(f"{PREFIX}precision", ""),
+        checkpoint=props.get(f"{PREFIX}checkpoint", ""),
     )

@@ -9,6 +9,7 @@ in the model; the file's metadata records how to build the input (dsmn.deploy.me
 from __future__ import annotations
 
 import io
+import json
 import logging
 import warnings
 from collections.abc import Iterable
@@ -226,7 +227,7 @@ def export_onnx(
     network, calibrated = reference_network(trained, precision, calibration)
     model = to_onnx(network, input_shape(trained, 2), precision == "int8", compact)
     recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
-                         precision=precision)
+                         precision=precision, checkpoint=json.dumps(trained.label))
     write_metadata(model, recipe)
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)

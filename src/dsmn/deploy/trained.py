@@ -34,6 +34,11 @@ class TrainedModel:
     delta_width: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def label(self) -> dict[str, Any]:
+        """Which checkpoint of its run this is (see `checkpoint_label`)."""
+        return checkpoint_label(self.checkpoint, self.path)
+
     def network_input(self, logmel: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, frames) raw log-mel -> the network input (deltas, per-clip standardisation)."""
         return network_input(logmel, self.deltas, self.delta_width)
@@ -54,6 +59,46 @@ def network_input(logmel: torch.Tensor, use_deltas: bool, delta_width: int = 5) 
         logmel = logmel.unsqueeze(0)
     channels = [logmel, deltas(logmel, delta_width)] if use_deltas else [logmel]
     return standardize(torch.stack(channels, dim=1))
+
+
+def checkpoint_label(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Which checkpoint of its run this is and how it was chosen; every accuracy table shows it.
+
+    `role`: `selected` (best.pt: the lowest validation loss), `last epoch` (last.pt), or `checkpoint`
+    (a file from elsewhere, e.g. the authors' weights). `selected_by` names the validation data, and
+    `epoch` / `epochs` are 1-based (epoch 10 of 10).
+    """
+    config = checkpoint.get("config") or {}
+    epoch, best = checkpoint.get("epoch"), checkpoint.get("best_epoch")
+    role = "checkpoint"
+    if path.name == "last.pt":
+        role = "last epoch"
+    elif path.name == "best.pt" or (epoch is not None and epoch == best):
+        role = "selected"
+    label: dict[str, Any] = {"role": role, "file": path.name,
+                             "epoch": None if epoch is None else int(epoch) + 1, "epochs": config.get("epochs")}
+    if config:
+        from dsmn.data.holdout import describe_validation
+
+        label["selected_by"] = f"lowest validation loss on {describe_validation(config.get('data') or {})}"
+        label["validation"] = (config.get("data") or {}).get("validation", "evaluate")
+        label["val_split"] = (config.get("data") or {}).get("val_split", "evaluate")
+        label["best_epoch"] = None if best is None else int(best) + 1
+    return label
+
+
+def describe_checkpoint(label: dict[str, Any] | None) -> str:
+    """One line for reports: `selected checkpoint (best.pt, epoch 7 of 10; lowest validation loss on ...)`."""
+    if not label:
+        return "checkpoint: not recorded"
+    of = f" of {label['epochs']}" if label.get("epochs") else ""
+    where = f"epoch {label['epoch']}{of}" if label.get("epoch") else "epoch unknown"
+    text = f"{label['role']} checkpoint ({label['file']}, {where}"
+    if label["role"] == "selected" and label.get("selected_by"):
+        text += f"; {label['selected_by']}"
+    elif label["role"] == "last epoch" and label.get("best_epoch") == label.get("epoch"):
+        text += "; also the selected one"
+    return text + ")"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

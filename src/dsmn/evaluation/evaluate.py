@@ -30,11 +30,12 @@ class Evaluation:
     per_class: list[dict] = field(default_factory=list)
     per_device: list[dict] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
+    checkpoint: dict | None = None  # which checkpoint of its run (dsmn.deploy.trained.checkpoint_label)
 
     def summary(self) -> dict:
-        """{model, kind, split, summary: {clips, accuracy, macro_accuracy, log_loss}, classes, devices}."""
+        """{model, kind, split, checkpoint, summary: {clips, accuracy, macro_accuracy, log_loss}, classes, devices}."""
         return {
-            "model": self.model, "kind": self.kind, "split": self.split,
+            "model": self.model, "kind": self.kind, "split": self.split, "checkpoint": self.checkpoint,
             "summary": {"clips": self.clips, "accuracy": self.accuracy, "macro_accuracy": self.macro_accuracy,
                         "log_loss": self.log_loss},
             "classes": self.per_class, "devices": self.per_device,
@@ -95,4 +96,5 @@ def evaluate(
     targets = np.array([c.scene_id for c in usable])
     result = score(probabilities, targets, [c.device for c in usable], model=loaded.name, kind=loaded.kind,
                    split=split_name(split))
+    result.checkpoint = loaded.checkpoint
     return result, usable, probabilities

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsmn.deploy.data import split_name
+from dsmn.deploy.trained import describe_checkpoint
 from dsmn.evaluation.evaluate import Evaluation
 from dsmn.labels import SCENES
 
@@ -25,10 +27,25 @@ def _row(r: dict) -> str:
     return f"| {r['name']} | {r['count']} | {_pct(r['accuracy'])} | {_num(r['log_loss'])} |"
 
 
+def checkpoint_line(result: Evaluation) -> str:
+    """Which checkpoint the figures are of, flagged when it was selected on the split it is scored on."""
+    label = result.checkpoint
+    text = describe_checkpoint(label)
+    if label and label.get("role") == "selected" and selected_on(label, result.split):
+        text += ": chosen on the split scored here, so an optimistic figure (the last epoch's is not)"
+    return text
+
+
+def selected_on(label: dict, split: str) -> bool:
+    """Whether the checkpoint selection looked at `split` (the authors' recipe selects on fold1_evaluate)."""
+    return label.get("validation", "evaluate") == "evaluate" and split_name(label.get("val_split") or "") == split
+
+
 def markdown(result: Evaluation) -> str:
     lines = [
         f"# {result.model} ({result.kind}) on {result.split}: {result.clips} clips",
         "",
+        f"- checkpoint: {checkpoint_line(result)}",
         f"- accuracy: {_pct(result.accuracy)} %",
         f"- macro class-wise accuracy (DCASE ranking metric): {_pct(result.macro_accuracy)} %",
         f"- log loss: {_num(result.log_loss)}",
@@ -41,6 +58,15 @@ def markdown(result: Evaluation) -> str:
     lines += [_row(r) for r in result.per_class]
     lines += ["", "## Per device", "", "| device | clips | accuracy % | log loss |", "|---|---:|---:|---:|"]
     lines += [_row(r) for r in result.per_device]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(results: list[Evaluation]) -> str:
+    """The selected checkpoint beside the last epoch's: one row each, naming the checkpoint."""
+    lines = ["## Selected checkpoint and last epoch", "",
+             "| checkpoint | accuracy % | macro class-wise accuracy % | log loss |", "|---|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {checkpoint_line(r)} | {_pct(r.accuracy)} | {_pct(r.macro_accuracy)} | {_num(r.log_loss)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MULTITASK_MODES = ("pcgrad", "sum", "off")
 PCGRAD_MODES = ("full", "shared-representation")
+VALIDATION_MODES = ("evaluate", "holdout")
 MERGE_RULES = ("per-tensor", "per-element")  # as dsmn.training.pcgrad.MERGE_RULES (no import: config stays light)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -147,8 +148,15 @@ class QATSectionConfig:
 
 @dataclass
 class DataConfig:
+    """`validation`: where the checkpoint with the lowest validation loss is chosen. `evaluate` (the
+    authors'): on `val_split`, fold1_evaluate by default, the split results are then reported on;
+    `holdout`: on `holdout_locations` recording locations per scene held out of the training split
+    (deterministic, never trained on; see dsmn.data.holdout)."""
+
     train_split: str = "train"
     val_split: str = "evaluate"
+    validation: str = "evaluate"  # evaluate | holdout
+    holdout_locations: int = 2  # per scene, with validation: holdout
     subset: str | None = None  # e.g. split25: train on a DCASE 2024 subset instead of train_split
     cache_dir: str | None = None  # default: the feature cache's own default location
     preload: str = "auto"  # auto | always | never: hold the training log-mels in (device) memory
@@ -243,6 +251,10 @@ class TrainConfig:
         if self.compile and self.multitask.mode == "pcgrad" and self.multitask.pcgrad == "shared-representation":
             # the embedding is captured inside the network's forward; a compiled graph does not expose it to autograd
             raise ValueError("compile works with multitask.pcgrad=full, sum or off, not with shared-representation")
+        if self.data.validation not in VALIDATION_MODES:
+            raise ValueError(f"data.validation must be one of {VALIDATION_MODES}, got {self.data.validation!r}")
+        if self.data.holdout_locations < 1:
+            raise ValueError("data.holdout_locations must be at least 1")
         if self.data.preload not in ("auto", "always", "never"):
             raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
         return self

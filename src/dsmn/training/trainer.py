@@ -27,6 +27,7 @@ from torch import nn
 
 from dsmn import models
 from dsmn.data import load_dataset
+from dsmn.data.holdout import describe_validation, split_holdout
 from dsmn.training import checkpoints
 from dsmn.training.augment import correction_vectors
 from dsmn.training.config import TrainConfig, config_from_dict, deep_merge, save_config
@@ -286,9 +287,15 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     use_deltas = entry.deltas if config.deltas is None else config.deltas
     dataset = load_dataset(data)
     train_split = config.data.subset or config.data.train_split
-    train_clips = on_devices(dataset.split(train_split), config.data.devices)
-    val_clips = spread(on_devices(dataset.split(config.data.val_split), config.data.devices), config.data.val_max_clips)
-    for clips, split in ((train_clips, train_split), (val_clips, config.data.val_split)):
+    train_clips = dataset.split(train_split)
+    if config.data.validation == "holdout":  # a few training locations per scene, never trained on
+        train_clips, val_clips = split_holdout(train_clips, config.data.holdout_locations)
+        val_split = f"held-out locations of {train_split}"
+    else:  # the authors': the evaluate split itself
+        val_clips, val_split = dataset.split(config.data.val_split), config.data.val_split
+    train_clips = on_devices(train_clips, config.data.devices)
+    val_clips = spread(on_devices(val_clips, config.data.devices), config.data.val_max_clips)
+    for clips, split in ((train_clips, train_split), (val_clips, val_split)):
         if not clips:
             devices = f" of device(s) {','.join(config.data.devices)}" if config.data.devices else ""
             raise ValueError(f"{data}: no clips{devices} in the {split} split")
@@ -318,7 +325,8 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
         correction = torch.from_numpy(vectors).to(dist.device)
     teacher = teacher_logits(config, train_table)
     describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
-                "val_clips": len(val_table), "correction_vectors": 0 if correction is None else len(correction),
+                "val_clips": len(val_table), "validation": describe_validation(asdict(config.data)),
+                "correction_vectors": 0 if correction is None else len(correction),
                 "teacher": config.distillation.teacher,
                 "device_irs": 0 if device_responses is None else len(device_responses)}
     return TrainingData(
@@ -435,7 +443,7 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
     parts = [
         f"model {config.model}",
         f"{describe['train_clips']} training clips ({config.data.subset or config.data.train_split})",
-        f"{describe['val_clips']} validation clips ({config.data.val_split})",
+        f"{describe['val_clips']} validation clips ({describe['validation']}: best.pt has the lowest loss there)",
         f"device {dist.device}{processes}",
         f"multitask {config.multitask.mode}{pcgrad}",
         f"QAT {qat}",
