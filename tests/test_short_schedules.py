@@ -10,7 +10,7 @@ from dsmn.training.distributed import Distributed
 from dsmn.training.schedule import learning_rate, mixup_fraction, schedule_notes
 from dsmn.training.trainer import _banner
 
-DESCRIBE = {"train_clips": 100, "val_clips": 20, "correction_vectors": 3}
+DESCRIBE = {"train_clips": 100, "val_clips": 20, "validation": "fold1_evaluate", "correction_vectors": 3}
 
 
 def banner(config) -> str:  # noqa: ANN001
