@@ -60,11 +60,11 @@ def build_cache(data: Path, model: str = "model1") -> float:
 
 
 @torch.inference_mode()
-def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate") -> dict[str, Any]:
+def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate", device: str = "cpu") -> dict[str, Any]:
     """Accuracy of one checkpoint (its QAT network when it has one), reloaded from disk, on `split`."""
     from dsmn.deploy import load_trained
 
-    trained = load_trained(checkpoint)
+    trained = load_trained(checkpoint, device)
     dataset = load_dataset(data)
     clips = dataset.split(split)
     cache = open_cache(dataset, trained.frontend, progress=False)
@@ -73,7 +73,7 @@ def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate") -> d
     for start in range(0, len(table), 256):
         rows = table.rows[start:start + 256]
         logmel = torch.from_numpy(take_rows(cache.logmels, rows).astype(np.float32))
-        logits = trained.model(trained.network_input(logmel))
+        logits = trained.model(trained.network_input(logmel.to(device))).cpu()
         probabilities.append(torch.softmax(logits[:, :10].float(), dim=1).numpy())
     p = np.concatenate(probabilities)
     groups = [next((g for g, members in DEVICE_GROUPS.items() if d in members), "") for d in table.devices]
@@ -84,16 +84,16 @@ def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate") -> d
             "clips": len(table), "checkpoint": label}
 
 
-def score_run(run_dir: Path, data: Path, split: str = "evaluate") -> dict[str, Any]:
+def score_run(run_dir: Path, data: Path, split: str = "evaluate", device: str = "cpu") -> dict[str, Any]:
     """The run's selected checkpoint (best.pt, else last.pt) scored on `split`, with its last epoch's
     scores under "last_epoch" (the same figures when the last epoch was the selected one)."""
     from dsmn.deploy.trained import resolve_checkpoint
 
     selected = resolve_checkpoint(run_dir)
-    scores = score_checkpoint(selected, data, split)
+    scores = score_checkpoint(selected, data, split, device)
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file() and last.resolve() != selected.resolve():
-        scores["last_epoch"] = score_checkpoint(last, data, split)
+        scores["last_epoch"] = score_checkpoint(last, data, split, device)
     else:
         scores["last_epoch"] = {**scores, "checkpoint": {**scores["checkpoint"], "role": "last epoch"}}
     return scores

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         list(pool.map(one, todo))
     results: dict[str, list[dict[str, Any]]] = {}
     for rule, seed in todo:
-        scores = score_run(out / "runs" / run_name(rule, seed), data)
+        scores = score_run(out / "runs" / run_name(rule, seed), data, device=args.device)
         results.setdefault(rule, []).append({**scores, "seed": seed})
     text = report(results, args, data, seconds)
     print("\n" + text)
