@@ -77,15 +77,16 @@ def train_teacher(index: int, a: argparse.Namespace, data: Path, out: Path) -> d
     run.mkdir(parents=True, exist_ok=True)
     seconds = None
     if not trained(run, a.teacher_epochs):
-        seconds = dsmn("train", "--data", str(data), "--model", a.teacher_model, "--config", "teacher",
+        model = a.teacher_model[index % len(a.teacher_model)]
+        seconds = dsmn("train", "--data", str(data), "--model", model, "--config", "teacher",
                        "--seed", str(index), "--epochs", str(a.teacher_epochs), "--out", str(run), "--overwrite",
                        "--device", a.device, "--threads", str(a.threads), "--no-progress", *a.extra,
                        log=run / "log.txt", threads=a.threads)["seconds"]
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
-    result = {"run": str(run), "seconds": seconds,
+    result = {"run": str(run), "model": a.teacher_model[index % len(a.teacher_model)], "seconds": seconds,
               "train_clips_per_second": statistics.mean(float(r["train_clips_per_second"]) for r in rows),
               **evaluate(run, data, run / "eval_float", a.threads, "float")}
-    print(f"teacher t{index}: accuracy {result['accuracy']:.4f}, "
+    print(f"teacher t{index} ({result['model']}): accuracy {result['accuracy']:.4f}, "
           f"{result['train_clips_per_second']:.0f} training clips/s", flush=True)
     return result
 
@@ -142,11 +143,11 @@ def report(a: argparse.Namespace, teachers: list[dict], ensemble: dict, students
     lines = [f"# Distillation, Freq-MixStyle and device IRs ({a.size if not a.data else a.data} data)", "",
              f"model1, demo recipe, {a.epochs} epochs, int8 ONNX accuracy on fold1_evaluate; seeds "
              f"{' '.join(map(str, a.seeds))}; device {a.device}, {a.jobs} parallel jobs x {a.threads} threads; "
-             f"teachers: {len(teachers)} x {a.teacher_model}, {a.teacher_epochs} epochs. Accuracy in %, "
+             f"teachers: {', '.join(t['model'] for t in teachers)}, {a.teacher_epochs} epochs each. Accuracy in %, "
              "mean +- standard deviation over seeds; gap = device a - s4-s6.", "",
              "| model | accuracy | device a | s4-s6 (unseen) | gap to a | runs |", "|---|---|---|---|---|---|"]
     for i, t in enumerate(teachers):
-        lines.append(f"| teacher t{i} (float) | {t['accuracy'] * 100:.1f} | {t['a'] * 100:.1f} | "
+        lines.append(f"| teacher t{i}: {t['model']} (float) | {t['accuracy'] * 100:.1f} | {t['a'] * 100:.1f} | "
                      f"{t['unseen'] * 100:.1f} | {t['gap'] * 100:.1f} | 1 |")
     lines.append(f"| teacher ensemble (mean logits) | {ensemble['accuracy'] * 100:.1f} | {ensemble['a'] * 100:.1f} | "
                  f"{ensemble['unseen'] * 100:.1f} | {ensemble['gap'] * 100:.1f} | - |")
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="intra-op threads per process (default: cores / jobs)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--teachers", type=int, default=2)
-    parser.add_argument("--teacher-model", default="cp_mobile_wide")
+    parser.add_argument("--teacher-model", nargs="+", default=["cp_mobile_wide"],
+                        help="teacher network(s); teacher i is the (i mod count)-th (mixed-family ensembles)")
     parser.add_argument("--epochs", type=int, default=10, help="student epochs (demo recipe)")
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
