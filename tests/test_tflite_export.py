@@ -25,9 +25,44 @@ from dsmn.deploy.tflite_format import parse  # noqa: E402
 from dsmn.deploy.tflite_runtime import TfliteClassifier, read_model, tflm_arena_bytes  # noqa: E402
 
 
+def qat_trained_run(data: Path, folder: Path, steps: int = 6) -> Path:
+    """model1 briefly QAT-trained on real clips (observers and BatchNorm statistics from the first
+    batches, then `steps` Adam steps on the scene loss with fake-quantised weights and activations),
+    saved as the trainer saves it."""
+    from dsmn import models
+    from dsmn.deploy import network_input
+    from dsmn.quantization import QATConfig, prepare_qat
+
+    run = make_run(data, folder, batches=2)  # float model + observed QAT state, the trainer's format
+    checkpoint = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    torch.manual_seed(0)
+    float_model = models.create("model1")
+    float_model.load_state_dict(checkpoint["state_dict"])
+    config = QATConfig(observer_momentum=0.2)
+    net = prepare_qat(float_model, config)
+    net.load_state_dict(checkpoint["qat_state_dict"])
+    net.train()
+    dataset, clips = split_clips(data, "train")
+    cache = open_features(dataset, load_trained(run).frontend, progress=False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    labels = torch.tensor([c.scene_id for c in clips])
+    for step, logmel in enumerate(logmel_batches(cache, clips, 48)):
+        if step == steps:
+            break
+        target = labels[step * 48 : step * 48 + len(logmel)]
+        loss = torch.nn.functional.cross_entropy(net(network_input(logmel, True))[:, :10], target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    checkpoint.update(models.checkpoint_dict(float_model, qat=config.to_dict(), qat_state_dict=net.state_dict(),
+                                             frontend=checkpoint["frontend"], deltas=True))
+    torch.save(checkpoint, run / "checkpoints" / "best.pt")
+    return run
+
+
 @pytest.fixture(scope="module")
 def qat_run(tiny_data, tmp_path_factory) -> Path:
-    return make_run(tiny_data, tmp_path_factory.mktemp("tflite_run"))
+    return qat_trained_run(tiny_data, tmp_path_factory.mktemp("tflite_run"))
 
 
 @pytest.fixture(scope="module")
