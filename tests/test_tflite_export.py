@@ -252,3 +252,17 @@ def test_other_families_export_and_agree(name, operators, tiny_data, tmp_path) -
     assert not [n for n in report.memory.operator_notes() if "not provided by TFLM" in n]
     if name == "dcase2022_baseline":  # two 16 x 40 x 51 int8 maps alive together (the published ~65 kB)
         assert report.memory.peak_activation_bytes == 2 * 16 * 40 * 51
+
+
+def test_damaged_tflite_files_are_refused_in_one_line(exported, tiny_data, tmp_path, capsys) -> None:
+    out, _ = exported
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(out.read_bytes()[:5000])
+    (tmp_path / "text.tflite").write_text("not a model")
+    wav = str(sorted((tiny_data / "audio").glob("*.wav"))[0])
+    assert main(["predict", str(truncated), wav, "--out", "-"]) == 2
+    assert main(["complexity", str(tmp_path / "text.tflite")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == [f"dsmn predict: {truncated}: damaged TFLite flatbuffer (truncated or corrupt)",
+                      f"dsmn complexity: {tmp_path / 'text.tflite'}: not a TFLite flatbuffer (file identifier "
+                      "TFL3 missing)"]

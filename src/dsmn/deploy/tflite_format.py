@@ -9,6 +9,7 @@ Constant data is aligned to 16 bytes, so a microcontroller may read int32 biases
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,6 +283,13 @@ def parse(data: bytes) -> Graph:
     """The graph of a .tflite file (first subgraph; operator options are not read back)."""
     if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
         raise ValueError("not a TFLite flatbuffer (file identifier TFL3 missing)")
+    try:
+        return _parse(data)
+    except (IndexError, KeyError, struct.error, TypeError):
+        raise ValueError("damaged TFLite flatbuffer (truncated or corrupt)") from None
+
+
+def _parse(data: bytes) -> Graph:
     model = _Reader(data, N.UOffsetTFlags.py_type(int.from_bytes(data[:4], "little")))
     buffers = [b.array(0, N.Uint8Flags) for b in model.tables(4)]
     codes = []

@@ -37,7 +37,10 @@ TFLM_OPERATORS = frozenset({"ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2
 
 def read_model(path: str | Path) -> tuple[Graph, InputRecipe]:
     """The graph of a dsmn .tflite file and the input recipe stored in its metadata."""
-    graph = parse(Path(path).read_bytes())
+    try:
+        graph = parse(Path(path).read_bytes())
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if METADATA_KEY not in graph.metadata:
         raise ValueError(f"{path}: no dsmn metadata in this .tflite file; export it with `dsmn export --format tflite`")
     return graph, read_recipe(json.loads(graph.metadata[METADATA_KEY].decode()))
