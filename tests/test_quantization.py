@@ -231,6 +231,16 @@ def test_works_under_distributed_data_parallel() -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("name", ["model1", "dssc_small"])
+def test_prepared_on_a_moved_network_everything_stays_on_its_device(name: str) -> None:
+    """The trainer moves the float network to the GPU, then prepares QAT (also late, for
+    float_until_start): the new observers and folded layers must follow it (the meta device stands in
+    for CUDA here)."""
+    qat = prepare_qat(models.create(name).to("meta"))
+    places = {t.device.type for t in [*qat.parameters(), *qat.buffers()]}
+    assert places == {"meta"}
+
+
 @pytest.mark.cuda
 def test_runs_on_cuda() -> None:
     qat = prepare_qat(models.create("model1")).cuda().train()

@@ -108,6 +108,9 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     _replace_global_means(graph)
     _insert_activation_quantizers(graph, modules, quant, config.observer_momentum)
     graph.lint()
+    device = next((t.device for t in [*model.parameters(), *model.buffers()]), None)
+    if device is not None:  # new observers and folded layers live where the network does (a CUDA run)
+        quant.to(device)
 
     holder = nn.Module()
     for name, child in model.named_children():
