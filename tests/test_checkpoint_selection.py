@@ -59,8 +59,9 @@ def test_checkpoint_labels() -> None:
     assert describe_checkpoint(best) == ("selected checkpoint (best.pt, epoch 7 of 10; lowest validation loss on "
                                          "fold1_evaluate)")
     last = checkpoint_label({"epoch": 9, "best_epoch": 9, "config": config}, Path("run/checkpoints/last.pt"))
-    assert describe_checkpoint(last) == "last epoch checkpoint (last.pt, epoch 10 of 10; also the selected one)"
-    assert checkpoint_label({}, Path("weights.pt"))["role"] == "checkpoint"
+    assert describe_checkpoint(last) == "last-epoch checkpoint (last.pt, epoch 10 of 10; also the selected one)"
+    other = checkpoint_label({}, Path("weights.pt"))
+    assert other["role"] == "checkpoint" and describe_checkpoint(other) == "checkpoint (weights.pt, epoch unknown)"
 
 
 SMALL = ["--batch-size", "8", "--no-progress", "--threads", "2", "--set", "max_batches_per_epoch=2",
@@ -90,7 +91,7 @@ def test_a_holdout_run_reports_selected_and_last_epoch(tiny_data: Path, tmp_path
     assert main(["evaluate", str(run), "--data", str(tiny_data)]) == 0
     text = capsys.readouterr().out
     assert "- checkpoint: selected checkpoint (best.pt, epoch" in text
-    assert "## Selected checkpoint and last epoch" in text and "| last epoch checkpoint (last.pt, epoch 2 of 2" in text
+    assert "## Selected checkpoint and last epoch" in text and "| last-epoch checkpoint (last.pt, epoch 2 of 2" in text
     assert "optimistic" not in text  # fold1_evaluate played no part in the selection
 
 

@@ -90,10 +90,11 @@ def checkpoint_label(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 def describe_checkpoint(label: dict[str, Any] | None) -> str:
     """One line for reports: `selected checkpoint (best.pt, epoch 7 of 10; lowest validation loss on ...)`."""
     if not label:
-        return "checkpoint: not recorded"
+        return "not recorded (a file exported without its run's record)"
     of = f" of {label['epochs']}" if label.get("epochs") else ""
     where = f"epoch {label['epoch']}{of}" if label.get("epoch") else "epoch unknown"
-    text = f"{label['role']} checkpoint ({label['file']}, {where}"
+    name = {"selected": "selected checkpoint", "last epoch": "last-epoch checkpoint"}.get(label["role"], "checkpoint")
+    text = f"{name} ({label['file']}, {where}"
     if label["role"] == "selected" and label.get("selected_by"):
         text += f"; {label['selected_by']}"
     elif label["role"] == "last epoch" and label.get("best_epoch") == label.get("epoch"):
