@@ -7,7 +7,7 @@ configs/demo.yaml on the same demo data (`dsmn synth --size demo`), one `dsmn tr
 last-epoch checkpoint (last.pt) are then reloaded and scored on fold1_evaluate with the QAT network
 (benchmarks/demo_accuracy.py does the scoring).
 
-    python benchmarks/pcgrad_merge.py --device cuda --jobs 4 --out runs/pcgrad_merge    # a GPU: ~2-4 min
+    python benchmarks/pcgrad_merge.py --device cuda --jobs 4 --out runs/pcgrad_merge    # one GPU, 4 runs at once
     python benchmarks/pcgrad_merge.py --device cpu --jobs 1 --out DIR                   # CPU: ~10 min a run
     python benchmarks/pcgrad_merge.py --size tiny --epochs 2 --set max_batches_per_epoch=3 ...  # smoke test
 
