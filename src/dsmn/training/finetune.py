@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dsmn.data import load_dataset
+from dsmn.data.holdout import split_holdout
 from dsmn.deploy.bundle import GENERAL, MANIFEST, Bundle
 from dsmn.labels import SEEN_DEVICES
 from dsmn.models import read_checkpoint
@@ -78,19 +79,23 @@ def finetune(
     checkpoints.save_atomic(_model_only(general), models_dir / "general.pt")
     dataset = load_dataset(data)
     train_split = config.data.subset or config.data.train_split
-    train_counts = _device_counts(dataset.split(train_split))
-    val_counts = _device_counts(dataset.split(config.data.val_split))
+    train_clips, val_clips, val_split = dataset.split(train_split), dataset.split(config.data.val_split), \
+        config.data.val_split
+    if config.data.validation == "holdout":  # as the trainer splits it: held-out training locations
+        train_clips, val_clips = split_holdout(train_clips, config.data.holdout_locations)
+        val_split = f"held-out locations of {train_split}"
+    train_counts, val_counts = _device_counts(train_clips), _device_counts(val_clips)
 
     bundle = Bundle(out, {GENERAL: "models/general.pt"}, {}, {
         "model_name": general["model_name"], "kind": "qat" if is_qat else "float",
         "source_run": str(general_path.resolve()), "data": str(Path(data).resolve()), "train_split": train_split,
-        "val_split": config.data.val_split, "epochs": config.epochs,
+        "val_split": val_split, "epochs": config.epochs,
         "trainable": config.finetune.trainable or "all", "skipped": {}, "per_device": {},
     })
     results = []
     for device in devices:
         result = _finetune_device(device, recipe, general_path, data, out, train_counts, val_counts, train_split,
-                                  config.data.val_split, log)
+                                  val_split, log)
         results.append(result)
         if result.model == GENERAL:
             bundle.info["skipped"][device] = result.note
@@ -109,6 +114,7 @@ def _finetune_recipe(general: dict[str, Any], config_file: str | Path | None, ov
     follow the general run (QAT from the first epoch for a QAT run, so every epoch is a candidate)."""
     recipe = deep_merge(general["config"], read_config_dict(config_file or DEFAULT_CONFIG))
     recipe = deep_merge(recipe, overrides)
+    recipe.pop("scaled_settings", None)  # the general run's record of its own schedule, not this one's
     recipe["model"] = general["model_name"]
     recipe["model_kwargs"] = dict(general.get("model_kwargs", {}))
     qat = recipe.setdefault("qat", {})
