@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dsmn.training.augment import coarse_matrix, soft_targets
-from dsmn.training.distributed import Distributed
+from dsmn.training.distributed import Distributed, exit_worker, teardown
 from dsmn.training.step import StepSettings, train_step
 
 
@@ -49,16 +49,23 @@ MODES = ("pcgrad:per-tensor", "pcgrad:per-element", "sum", "pcgrad:per-tensor-kd
 
 
 def worker(rank: int, store: str, out: str) -> None:
+    """One process of the pair. It ends as a torchrun worker of `dsmn train` does (dsmn.training.distributed):
+    barrier, destroy the group, leave without interpreter shutdown. Returning normally instead let the
+    gloo threads that DDP keeps alive past destroy_process_group run into the interpreter's shutdown,
+    where they could abort the process on a busy machine ("terminate called without an active exception")."""
+    context = Distributed(rank, 2)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         x, scene, coarse = global_batch()
         for mode in MODES:
             model = tiny_net()
-            one_step(model, x[rank::2], scene[rank::2], coarse[rank::2], mode, Distributed(rank, 2),
-                     teacher_batch()[rank::2])
+            one_step(model, x[rank::2], scene[rank::2], coarse[rank::2], mode, context, teacher_batch()[rank::2])
             torch.save(model.state_dict(), f"{out}.{mode}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        teardown(context, clean=False)
+        raise
+    teardown(context)
+    exit_worker(0)
 
 
 def test_two_processes_take_the_step_of_the_whole_batch(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_dsmn_train_refuses_a_bad_teacher_in_one_line(tiny_data: Path, train_nam
     path = external_table(tmp_path / "inf.tsv", train_names, bad, list(SCENES), "\t")
     code = main(["train", "--data", str(tiny_data), "--model", "model1", "--out", str(tmp_path / "run"),
                  "--teacher", str(path), "--no-progress", "--epochs", "1"])
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert out[-1].startswith("dsmn train: ") and "non-finite" in out[-1] and train_names[0] in out[-1]
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -107,13 +107,23 @@ def test_resume_ends_bitwise_equal_to_an_uninterrupted_run(tiny_data: Path, tmp_
 
 
 @pytest.mark.e2e
-def test_resume_across_the_start_of_late_qat(tiny_data: Path, tmp_path: Path) -> None:
+def test_resume_across_the_start_of_late_qat(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
     """Float epoch 0, QAT from epoch 1 (qat.float_until_start): resuming at the switch is exact too."""
     late = [*SMALL, "epochs=2", "qat.start_epoch=1", "qat.float_until_start=true"]
     train(load_config("model1", late), tiny_data, tmp_path / "whole")
     best = torch.load(tmp_path / "whole" / "checkpoints" / "best.pt", weights_only=False)
     assert best["epoch"] == 1 and "qat_state_dict" in best  # only QAT epochs compete for best.pt
-    train(load_config("model1", [*late, "epochs=1"]), tiny_data, tmp_path / "split")
+    real_step, calls = trainer_module.train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - killed at the first step of epoch 1
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(trainer_module, "train_step", dying_step)
+        train(load_config("model1", late), tiny_data, tmp_path / "split")
     float_only = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
     assert "qat_state_dict" not in float_only  # epoch 0 trained the plain float network
     train(load_config("model1", late), tiny_data, tmp_path / "split", resume=True, overrides={"epochs": 2})
@@ -139,4 +149,4 @@ def test_other_families_train_with_the_same_command(tiny_data: Path, tmp_path: P
 
 def test_unknown_split_is_a_clear_error(tiny_data: Path, tmp_path: Path, capsys) -> None:
     code = cli(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--val-split", "fold9"])
-    assert code == 2 and "no split 'fold9'" in capsys.readouterr().out
+    assert code == 2 and "no split 'fold9'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,8 @@ def test_typos_and_bad_values_are_errors(tmp_path: Path) -> None:
         load_config("model1", ["mixup.enabeld=false"])
     with pytest.raises(ValueError, match="multitask.mode"):
         load_config("model1", ["multitask.mode=mean"])
-    with pytest.raises(ValueError, match="unknown QAT settings"):
-        from dsmn.training.qat import QATSchedule
-
-        QATSchedule(load_config("model1", ["qat.freeze_everything=1"]).qat)
+    with pytest.raises(ValueError, match="qat.freeze_everything"):
+        load_config("model1", ["qat.freeze_everything=1"])
     loop = tmp_path / "loop.yaml"
     loop.write_text("base: loop.yaml\n")
     with pytest.raises(ValueError, match="extends itself"):
@@ -99,3 +98,45 @@ def test_negative_qat_start_counts_from_the_end() -> None:
     assert load_config("demo", ["epochs=2"]).qat.start_epoch == 0
     assert load_config("demo", ["epochs=10"]).qat.start_epoch == 7
     assert load_config("demo", ["qat.start_epoch=-1", "epochs=5"]).qat.start_epoch == 4
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("epochs=abc", "epochs: expected a whole number, got 'abc'"),
+    ("batch_size=abc", "batch_size: expected a whole number"),
+    ("seed=1.5", "seed: expected a whole number, got 1.5"),
+    ("mixup.alpha=-1", "mixup.alpha: -1.0 is out of range"),
+    ("mixup.enabled=maybe", "mixup.enabled: expected true or false, got 'maybe'"),
+    ("specaugment.enabled=1", "specaugment.enabled: expected true or false"),
+    ("optimizer.name=foo", "optimizer.name: 'foo' is not one of radam, adam, adamw, sgd"),
+    ("optimizer.lr=-1", "optimizer.lr: -1.0 is out of range"),
+    ("spectrum_correction.probability=2", "spectrum_correction.probability: 2.0 is out of range"),
+    ("data.subset=split7", "data.subset: 'split7' is not one of split5"),
+    ("data.preload=sometimes", "data.preload"),
+    ("device=gpu", "device: 'gpu' is not auto, cpu, cuda"),
+    ("model=model9", "unknown model 'model9'"),
+    ("qat.freeze_bn_epoch=soon", "qat.freeze_bn_epoch: expected a whole number"),
+    ("mixup=3", "mixup must be a mapping"),
+    ("epochs=.nan", "epochs: expected a whole number"),
+    ("optimizer.lr=.inf", "optimizer.lr: expected a finite number"),
+])
+def test_every_key_is_type_checked(override: str, message: str) -> None:
+    """Booleans, numbers and choices are checked for every key: a wrong value never becomes a string."""
+    from dsmn.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("model1", [override])
+
+
+def test_valid_spellings_still_read() -> None:
+    config = load_config("model1", ["spectrum_correction.probability=12/13", "optimizer.lr=1e-3", "epochs=2.0",
+                                    "data.subset=split25", "device=cuda:1", "qat.freeze_bn_epoch=null"])
+    assert config.epochs == 2 and isinstance(config.epochs, int) and config.optimizer.lr == 1e-3
+    assert config.spectrum_correction.probability == pytest.approx(12 / 13)
+
+
+def test_runs_that_could_never_save_best_are_refused() -> None:
+    from dsmn.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="QAT would never start"):
+        load_config("model1", ["epochs=3", "qat.start_epoch=3"]).check_trainable()
+    load_config("model1", ["epochs=3", "qat.start_epoch=3", "qat.enabled=false"]).check_trainable()

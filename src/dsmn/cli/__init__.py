@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-# OpenMP threads that spin while waiting make torch many times slower on a shared or oversubscribed
-# CPU (measured: model1 batch-1 inference 890 ms -> 35 ms); must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import dsmn  # noqa: F401 - sets OpenMP's passive wait before any command imports torch (dsmn.threads)
 
 # subcommand name -> module in dsmn.cli
 COMMANDS: dict[str, str] = {
@@ -34,6 +31,7 @@ COMMANDS: dict[str, str] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsmn", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:
@@ -45,11 +43,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             if error.name != f"dsmn.cli.{module_name}":
                 raise
             continue
-        module.register(subparsers)
+        sub = module.register(subparsers)
+        if sub is None:
+            sub = subparsers.choices.get(name)
+        if sub is not None:  # also accepted after the command: `dsmn train ... --debug`
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. User errors (`dsmn.errors.UserError`) and Ctrl-C print one line and return 2;
+    with --debug they keep their traceback. Other exceptions are bugs and propagate."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
@@ -57,7 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from dsmn.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"dsmn {args.command}: {one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        hint = getattr(args, "interrupt_hint", None)
+        print(f"dsmn {args.command}: interrupted{'; ' + hint(args) if hint else ''}", file=sys.stderr)
+        return 2
+
+
+def one_line(error: BaseException) -> str:
+    """An error message as one line (multi-line messages are joined)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

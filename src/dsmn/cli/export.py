@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from dsmn.errors import UserError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -50,12 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _recorded_data(checkpoint: dict) -> Path | None:
-    """The training data folder a checkpoint names, if any and if it still exists."""
+    """The training data folder a checkpoint names (dsmn train records it), if it still exists."""
     config = checkpoint.get("config") or {}
     for value in (checkpoint.get("data"), checkpoint.get("data_root"), (config.get("data") or {}).get("root")):
         if isinstance(value, str | Path) and Path(value).is_dir():
             return Path(value)
     return None
+
+
+def _recorded_cache(checkpoint: dict) -> Path | None:
+    """The feature cache folder the run was trained with, when it was not the default one."""
+    value = ((checkpoint.get("config") or {}).get("data") or {}).get("cache_dir")
+    return Path(value) if isinstance(value, str) and Path(value).is_dir() else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from dsmn.deploy import ExportCheckError, export_onnx, load_trained
     from dsmn.deploy.data import logmel_batches, open_features, split_clips, spread
 
-    try:
-        trained = load_trained(args.model)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"dsmn export: {error}", file=sys.stderr)
-        return 2
+    trained = load_trained(args.model)
     tflite = args.format == "tflite"
     if tflite and args.precision != "int8":
         print("dsmn export: --format tflite is int8 only (drop --precision fp32)", file=sys.stderr)
@@ -82,14 +86,20 @@ def run(args: argparse.Namespace) -> int:
     name = "model-int8.tflite" if tflite else f"model-{args.precision}.onnx"
     folder = trained.path.parent.parent if trained.path.parent.name == "checkpoints" else trained.path.parent
     out = args.out or folder / name
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the file to write")
+    if out.exists() and out.resolve() == trained.path.resolve():
+        raise UserError(f"--out {out} is the checkpoint being exported; name another file")
     check = calibration = None
     data = args.data or _recorded_data(trained.checkpoint)
     if data is None and not args.no_check:
-        print("dsmn export: no data to check the export on: pass --data DIR (or --no-check)", file=sys.stderr)
+        print(f"dsmn export: {trained.path} records no training data that still exists: pass --data DIR "
+              "(or --no-check)", file=sys.stderr)
         return 2
     if data is not None and not args.no_check:
         dataset, clips = split_clips(data, args.split)
-        cache = open_features(dataset, trained.frontend, args.cache, progress=sys.stderr.isatty())
+        cache_dir = args.cache or (_recorded_cache(trained.checkpoint) if args.data is None else None)
+        cache = open_features(dataset, trained.frontend, cache_dir, progress=sys.stderr.isatty())
         clips = spread(cache.usable(clips), args.check_clips)
         check = [trained.network_input(b) for b in logmel_batches(cache, clips, 256)]
         if not trained.is_qat and args.precision == "int8":  # TFLite too

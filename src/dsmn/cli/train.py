@@ -46,9 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. --set mixup.enabled=false --set qat.start_epoch=80")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
+    parser.add_argument("--allow-changes", action="store_true",
+                        help="with --resume: continue although --data or settings differ from the run's "
+                        "(the changes are recorded in its checkpoints)")
     parser.add_argument("--overwrite", action="store_true", help="start afresh in a RUN_DIR that holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupt_hint=interrupt_hint)
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,27 +89,22 @@ def default_config_name(model: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsmn.training import RunExistsError, load_config, train
+    """Errors the user can fix (config, data, run folder, a stopped run) reach `dsmn.cli.main` as
+    `UserError`s: one line, exit status 2."""
+    from dsmn.errors import UserError
+    from dsmn.training import load_config, train
 
     overrides = cli_overrides(args)
-    try:
-        config = load_config(args.config or default_config_name(args.model), overrides)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"dsmn train: {error}")
-        return 2
-    from dsmn.data import DatasetError
-    from dsmn.data.holdout import describe_validation
-    from dsmn.features import CacheError
-
+    config = load_config(args.config or default_config_name(args.model), overrides)
     try:
         result = train(config, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
-                       overrides=overrides)
-    except (RunExistsError, DatasetError, CacheError, ValueError) as error:
-        print(f"dsmn train: {error}")
-        return 2
-    except KeyError as error:  # a split the dataset does not have
-        print(f"dsmn train: {error.args[0] if error.args else error}")
-        return 2
+                       overrides=overrides, allow_changes=args.allow_changes)
+    except (ValueError, FileNotFoundError) as error:  # named inputs the library rejects (teacher tables, IRs)
+        if isinstance(error, UserError):
+            raise
+        raise UserError(str(error)) from error
+    from dsmn.data.holdout import describe_validation
+
     where = describe_validation(config.to_dict()["data"])
     checkpoints = result.run_dir / "checkpoints"
     if result.best_epoch is not None:
@@ -124,9 +122,26 @@ def _scores(metrics: dict[str, Any]) -> str:
             f"macro {metrics.get('val_macro_accuracy', nan):.4f}")
 
 
+def interrupt_hint(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind and how to continue."""
+    from pathlib import Path
+
+    last = Path(args.out) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return "no epoch had finished, nothing to resume"
+    return (f"{last} (the last finished epoch) is kept; continue with `dsmn train --data {args.data} "
+            f"--out {args.out} --resume`")
+
+
 if __name__ == "__main__":  # torchrun -m dsmn.cli.train --data ... (the flags of `dsmn train`)
+    import os
     import sys
 
     from dsmn.cli import main
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+    code = main(["train", *sys.argv[1:]])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker: its group is destroyed, its run saved
+        from dsmn.training.distributed import exit_worker
+
+        exit_worker(code)
+    sys.exit(code)

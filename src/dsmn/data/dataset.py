@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dsmn.data.clip import Clip
-from dsmn.data.errors import DatasetError
+from dsmn.data.errors import DatasetError, SplitError
 from dsmn.labels import SCENE_INDEX, SCENES
 
 # fold1 of the TAU development sets, then the DCASE 2024 training subsets (nested, subsets of train)
@@ -32,8 +32,8 @@ class Dataset:
         try:
             return self.splits[name]
         except KeyError:
-            raise KeyError(
-                f"{self.root}: no split {name!r}; available: {', '.join(self.available_splits()) or 'none'}"
+            raise SplitError(
+                self.root, f"no split {name!r}; available: {', '.join(self.available_splits()) or 'none'}"
             ) from None
 
     def available_splits(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -220,7 +221,11 @@ def export_onnx(
     min_agreement: float = MIN_AGREEMENT,
     compact: bool = False,
 ) -> ExportReport:
-    """Write `out` and report; raises ExportCheckError (and removes the file) if the check fails."""
+    """Write `out` and report; raises ExportCheckError (and writes nothing) if the check fails.
+
+    The model is written and checked under a temporary name beside `out` and renamed to `out` only
+    when every check passed: a killed or failed export never leaves an unchecked model at `out`.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     out = Path(out)
@@ -231,7 +236,23 @@ def export_onnx(
     write_metadata(model, recipe)
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
+    staged = out.with_name(f".{out.stem}.tmp-{os.getpid()}.onnx")
+    try:
+        onnx.save(model, str(staged))
+        try:
+            report = _check(trained, model, network, staged, precision, calibrated, check_inputs, min_agreement)
+        except ExportCheckError as error:
+            raise ExportCheckError(f"{out} not written: {error}") from None
+        report.path = str(out)
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return report
+
+
+def _check(trained: TrainedModel, model: onnx.ModelProto, network: nn.Module, out: Path, precision: str,
+           calibrated: int, check_inputs: Iterable[torch.Tensor] | None, min_agreement: float) -> ExportReport:
+    """Measure the written model and compare it with the torch network; ExportCheckError on a problem."""
 
     float_model = trained.float_model
     measured = complexity.measure(float_model, dtype="int8" if precision == "int8" else "fp32",
@@ -254,6 +275,5 @@ def export_onnx(
         if report.agreement < min_agreement:
             problems.append(f"top-1 agreement with the torch model is {report.agreement:.2%} < {min_agreement:.0%}")
     if problems:
-        out.unlink(missing_ok=True)
-        raise ExportCheckError(f"{out}: " + "; ".join(problems) + "\n" + report.format())
+        raise ExportCheckError("; ".join(problems) + "\n" + report.format())
     return report

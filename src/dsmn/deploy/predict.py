@@ -23,11 +23,14 @@ import torch
 
 from dsmn.data import AudioError, load_audio
 from dsmn.deploy.inference import LoadedModel, softmax
+from dsmn.deploy.streaming import StreamingLogMel, file_seconds, stream_samples
 from dsmn.deploy.trained import network_input
 from dsmn.features import LogMel
+from dsmn.features.cache import NON_FINITE_LOGMEL
 from dsmn.labels import NUM_SCENES, SCENES
 from dsmn.models.windowing import window_starts
 
+STREAM_SECONDS = 60.0  # files longer than this are decoded and transformed block by block
 AUDIO_SUFFIXES = frozenset({"." + f.lower() for f in sf.available_formats()} | {".wav", ".flac", ".ogg", ".mp3",
                                                                                  ".aif", ".aiff", ".opus"})
 
@@ -63,12 +66,15 @@ def find_audio(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
 class Predictor:
     """Classifies audio files with a loaded model (torch or ONNX), batching windows across files."""
 
-    def __init__(self, model: LoadedModel, batch_size: int = 32) -> None:
+    def __init__(self, model: LoadedModel, batch_size: int = 32, stream_seconds: float = STREAM_SECONDS,
+                 block_seconds: float = 10.0) -> None:
         self.model = model
         self.batch_size = batch_size
         self.recipe = model.recipe
         self.logmel = LogMel(self.recipe.frontend)
         self.window_frames = self.recipe.frontend.n_frames(self.recipe.frontend.sample_rate)
+        self.stream_seconds = stream_seconds  # longer files are streamed (dsmn.deploy.streaming)
+        self.block_seconds = block_seconds
 
     def windows(self, samples: np.ndarray) -> tuple[torch.Tensor, list[int]]:
         """(windows, n_mels, frames) raw log-mels of one decoded file, and each window's first frame."""
@@ -96,11 +102,18 @@ class Predictor:
         pending_windows = 0
         bar = tqdm(files, desc="predicting", unit="file", disable=not progress, file=sys.stderr)
         for path, name in bar:
+            if file_seconds(path) > self.stream_seconds:
+                yield from self._flush(pending)
+                pending, pending_windows = [], 0
+                yield self.predict_streamed(path, name)
+                continue
             try:
                 samples, notes = load_audio(path, self.recipe.frontend.sample_rate, duration=None)
                 if len(samples) < self.recipe.frontend.sample_rate:
                     notes.append(f"padded to 1 s (file is {len(samples) / self.recipe.frontend.sample_rate:.3f} s)")
                 logmels, starts = self.windows(samples)
+                if not torch.isfinite(logmels).all():
+                    raise AudioError(path, NON_FINITE_LOGMEL)
             except AudioError as error:
                 yield FileFailure(name, error.reason)
                 continue
@@ -113,6 +126,24 @@ class Predictor:
                 yield from self._flush(pending)
                 pending, pending_windows = [], 0
         yield from self._flush(pending)
+
+    def predict_streamed(self, path: Path, name: str) -> FilePrediction | FileFailure:
+        """One long file in bounded memory: its windows are classified as they are computed."""
+        rate = self.recipe.frontend.sample_rate
+        notes: list[str] = []
+        streamer = StreamingLogMel(self.recipe.frontend, self.window_frames, window_batch=max(self.batch_size, 64))
+        parts, starts = [], []
+        try:
+            for logmels, first_frames in streamer.windows(stream_samples(path, rate, self.block_seconds, notes), path):
+                parts.append(self.scene_probabilities(logmels))
+                starts += first_frames
+        except AudioError as error:
+            return FileFailure(name, error.reason)
+        except Exception as error:  # noqa: BLE001 - one odd file must not stop a folder of thousands
+            return FileFailure(name, f"{type(error).__name__}: {error}")
+        windows = np.concatenate(parts)
+        hop_s = self.recipe.frontend.hop_length / rate
+        return FilePrediction(name, windows.mean(axis=0), windows, [s * hop_s for s in starts], notes)
 
     def _flush(self, pending: list[tuple[str, torch.Tensor, list[int], list[str]]]) -> Iterator[FilePrediction]:
         if not pending:

@@ -14,6 +14,7 @@ from torch import nn
 
 from dsmn import models
 from dsmn.features import FrontEndConfig, deltas, standardize
+from dsmn.models.checkpoint import CheckpointError, CheckpointNotFoundError
 from dsmn.quantization import QATConfig, prepare_qat
 
 CHECKPOINT_CANDIDATES = ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
@@ -109,9 +110,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in CHECKPOINT_CANDIDATES:
             if (path / candidate).is_file():
                 return path / candidate
-        raise FileNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
+        raise CheckpointNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint or run folder")
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint or run folder")
     return path
 
 
@@ -131,7 +132,10 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     """
     checkpoint_path = resolve_checkpoint(path)
     checkpoint = models.read_checkpoint(checkpoint_path)
-    float_model = models.model_from_checkpoint(checkpoint)
+    try:
+        float_model = models.model_from_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{checkpoint_path}: {error}") from None
     name = getattr(float_model, "model_name", None) or checkpoint.get("model_name") or "model1"
     model: nn.Module = float_model
     is_qat = "qat_state_dict" in checkpoint

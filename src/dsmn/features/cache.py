@@ -15,6 +15,7 @@ or file list (`CacheMismatchError`); `FeatureCache.build` / `ensure_cache` rebui
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,15 +33,18 @@ import torch
 
 from dsmn.data import Clip, Dataset
 from dsmn.data.audio import decode_task as _decode
+from dsmn.errors import UserError
 from dsmn.features.frontend import FrontEndConfig, LogMel
+from dsmn.threads import leftover_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+NON_FINITE_LOGMEL = "log-mel is not finite (samples too large for the front end); skipped"
 DEFAULT_DIRNAME = ".dsmn_cache"
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache folder is missing, incomplete or unreadable."""
 
 
@@ -262,6 +266,10 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
 
     processed = 0
     bar = tqdm(total=int(todo.size), unit="clip", desc="log-mel", disable=not progress)
+    # decoding threads and torch's OpenMP team share the cores: together never more than there are
+    threads = contextlib.ExitStack()
+    if workers > 0:
+        threads.enter_context(torch_threads(leftover_threads(workers)))
     try:
         pending = submit(chunks[0]) if executor else []
         for k, chunk in enumerate(chunks):
@@ -283,18 +291,24 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
                 rows = np.array([i for i, _ in batch])
                 waves = torch.from_numpy(np.stack([s for _, s in batch]))
                 with torch.inference_mode():
-                    features = frontend(waves).numpy()
+                    features = frontend(waves).numpy().astype(np.float16)
+                finite = np.isfinite(features).all(axis=(1, 2))
+                for i in rows[~finite]:  # e.g. huge float samples: a NaN row would poison training
+                    failed[filenames[i]] = NON_FINITE_LOGMEL
+                    log.warning("%s: %s", filenames[i], NON_FINITE_LOGMEL)
+                rows, features = rows[finite], features[finite]
                 order = np.argsort(rows)
-                logmels[rows[order]] = features[order].astype(np.float16)
+                logmels[rows[order]] = features[order]
                 done[rows] = True
+                processed += len(rows)
             logmels.flush()
             _save_atomic(directory / "done.npy", done)
             (directory / "failed.json").write_text(json.dumps(failed, indent=0, sort_keys=True))
-            processed += len(good)
             bar.update(len(chunk))
             if on_chunk is not None:
                 on_chunk(processed)
     finally:
+        threads.close()
         bar.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)

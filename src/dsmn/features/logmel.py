@@ -64,6 +64,11 @@ def power_spectrogram(
     return spec.real.square() + spec.imag.square()
 
 
+def mel_log(power: torch.Tensor, filterbank: torch.Tensor, log_offset: float = 1e-10) -> torch.Tensor:
+    """Power spectrogram frames (..., bins, frames) -> log10(mel power + offset) (..., n_mels, frames)."""
+    return torch.log10(torch.matmul(filterbank, power) + log_offset)
+
+
 def log_mel(
     waveform: torch.Tensor,
     filterbank: torch.Tensor,
@@ -85,7 +90,7 @@ def log_mel(
     def transform(block: torch.Tensor) -> torch.Tensor:
         power = power_spectrogram(block, window, n_fft=n_fft, hop_length=hop_length, center=center,
                                   pad_mode=pad_mode)
-        return torch.log10(torch.matmul(filterbank, power) + log_offset)
+        return mel_log(power, filterbank, log_offset)
 
     block = cpu_block_size(waveform, n_fft, hop_length)
     if waveform.shape[0] <= block:

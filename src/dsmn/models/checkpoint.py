@@ -13,10 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsmn.errors import UserError
 from dsmn.models.original import load_original
 from dsmn.models.registry import available, create
 
 CHECKPOINT_FORMAT = "dsmn"
+
+
+class CheckpointError(UserError, ValueError):
+    """A file that is not a usable checkpoint (unreadable, truncated, or holding something else)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path given (or no best.pt / last.pt in a run folder)."""
 
 
 def checkpoint_dict(model: nn.Module, **extra: Any) -> dict[str, Any]:
@@ -37,9 +46,17 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
     """Rebuild the float network of a dsmn checkpoint dict, or of a state_dict in the authors' layout."""
     if checkpoint.get("format") == CHECKPOINT_FORMAT:
         model = create(checkpoint["model_name"], **checkpoint.get("model_kwargs", {}))
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except (KeyError, RuntimeError) as error:
+            raise CheckpointError(f"its weights do not fit {checkpoint['model_name']} "
+                                  f"({str(error).splitlines()[0][:200]})") from None
         return model
-    return load_original(checkpoint)
+    try:
+        return load_original(checkpoint)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise CheckpointError(f"neither a dsmn checkpoint nor a state_dict of the authors' networks "
+                              f"({str(error).splitlines()[0][:200]})") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -50,13 +67,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 path = path / candidate
                 break
         else:
-            raise FileNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
+            raise CheckpointNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an exported ONNX model, not a checkpoint; give the checkpoint or run "
+                              "folder it was exported from (or `dsmn predict` / `dsmn evaluate` the .onnx)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or another kind of file "
+                              f"({reason})") from None
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise CheckpointError(f"{path}: holds a {type(checkpoint).__name__}, not a checkpoint (a dict with the "
+                              "network's weights)")
+    return checkpoint
 
 
 def load_model(name_or_path: str | Path) -> nn.Module:
@@ -65,5 +91,9 @@ def load_model(name_or_path: str | Path) -> nn.Module:
         return create(name_or_path)
     path = Path(name_or_path)
     if not path.exists():
-        raise ValueError(f"{name_or_path!r} is neither a model name ({', '.join(available())}) nor a file")
-    return model_from_checkpoint(read_checkpoint(path))
+        raise CheckpointNotFoundError(f"{name_or_path!r} is neither a model name ({', '.join(available())}) nor a file")
+    checkpoint = read_checkpoint(path)
+    try:
+        return model_from_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None

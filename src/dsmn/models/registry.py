@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from dsmn.errors import UserError
+
+
+class UnknownModelError(UserError, ValueError):
+    """A model name that is not registered."""
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -61,7 +67,7 @@ def create(name: str, **overrides) -> nn.Module:
     try:
         entry = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(available())}") from None
     model = entry.builder(**overrides)
     model.model_name = name
     model.model_kwargs = dict(overrides)
@@ -74,5 +80,5 @@ def available(family: str | None = None) -> list[str]:
 
 def entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name]

@@ -45,4 +45,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A run checkpoint; a truncated or foreign file is a `CheckpointError` naming it."""
+    from dsmn.models.checkpoint import CheckpointError, read_checkpoint
+
+    state = read_checkpoint(path)
+    missing = [k for k in ("config", "epoch", "optimizer", "scheduler", "rng", "best_val_loss") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint of a dsmn run (no {', '.join(missing)}); "
+                              "start afresh with --overwrite")
+    return state

@@ -11,12 +11,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from dsmn.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A config file, key or value that cannot be used; the message names the key."""
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """No config file or shipped config of that name."""
+
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MULTITASK_MODES = ("pcgrad", "sum", "off")
@@ -24,14 +37,32 @@ PCGRAD_MODES = ("full", "shared-representation")
 VALIDATION_MODES = ("evaluate", "holdout")
 MERGE_RULES = ("per-tensor", "per-element")  # as dsmn.training.pcgrad.MERGE_RULES (no import: config stays light)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+OPTIMIZERS = ("radam", "adam", "adamw", "sgd")
+SUBSETS = ("split5", "split10", "split25", "split50", "split100")
+
+
+def choice(default: Any, options: tuple) -> Any:
+    """A field whose value must be one of `options` (checked when a config is read)."""
+    return field(default=default, metadata={"choices": options})
+
+
+def number(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A numeric field limited to [low, high] (either side open when None)."""
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+def positive(default: float) -> Any:
+    """A number that must be above zero."""
+    return field(default=default, metadata={"above": 0})
+
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "radam"  # radam | adam | adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    implementation: str = "foreach"  # foreach | fused | loop (fused only where torch supports it)
+    name: str = choice("radam", OPTIMIZERS)
+    lr: float = positive(1e-3)
+    weight_decay: float = number(0.0, low=0.0)
+    implementation: str = choice("foreach", ("foreach", "fused", "loop"))  # fused only where torch has it
 
 
 @dataclass
@@ -43,9 +74,9 @@ class ScheduleConfig:
     N / the config's epochs, so a short run keeps the recipe's shape (see `scale_epoch_settings`).
     """
 
-    warmup_epochs: int = 5
-    warmup_lr: float = 5e-5
-    min_lr: float = 1e-6
+    warmup_epochs: int = number(5, low=0)
+    warmup_lr: float = number(5e-5, low=0.0)
+    min_lr: float = number(1e-6, low=0.0)
     scale_with_epochs: bool = True
 
 
@@ -54,9 +85,9 @@ class MixupConfig:
     """One lambda ~ Beta(alpha, alpha) per batch; from `late_epoch` on only `late_fraction` of the batch."""
 
     enabled: bool = True
-    alpha: float = 0.2
-    late_epoch: int = 60
-    late_fraction: float = 0.5
+    alpha: float = positive(0.2)
+    late_epoch: int = number(60, low=0)
+    late_fraction: float = number(0.5, low=0.0, high=1.0)
 
 
 @dataclass
@@ -64,7 +95,7 @@ class SpectrumCorrectionConfig:
     """Add a stored device response (other device - device a) to device-a clips, per batch with `probability`."""
 
     enabled: bool = True
-    probability: float = 12 / 13
+    probability: float = number(12 / 13, low=0.0, high=1.0)
     reference_device: str = "a"
 
 
@@ -73,9 +104,9 @@ class SpecAugmentConfig:
     """Zero `time_stripes` frame stripes and `freq_stripes` bin stripes of width 0..max_width per clip."""
 
     enabled: bool = True
-    time_stripes: int = 2
-    freq_stripes: int = 2
-    max_width: int = 1
+    time_stripes: int = number(2, low=0)
+    freq_stripes: int = number(2, low=0)
+    max_width: int = number(1, low=0)
 
 
 @dataclass
@@ -86,7 +117,7 @@ class DeviceIRConfig:
 
     enabled: bool = False
     folder: str | None = None
-    probability: float = 0.6
+    probability: float = number(0.6, low=0.0, high=1.0)
     replace_correction: bool = False
 
 
@@ -96,8 +127,8 @@ class FreqMixStyleConfig:
     with another clip's with a weight ~ Beta(alpha, alpha). Published settings: p = 0.4, alpha = 0.3."""
 
     enabled: bool = False
-    probability: float = 0.4
-    alpha: float = 0.3
+    probability: float = number(0.4, low=0.0, high=1.0)
+    alpha: float = positive(0.3)
 
 
 @dataclass
@@ -109,8 +140,8 @@ class DistillationConfig:
     """
 
     teacher: str | None = None
-    kd_lambda: float = 0.02
-    temperature: float = 2.0
+    kd_lambda: float = number(0.02, low=0.0, high=1.0)
+    temperature: float = positive(2.0)
 
 
 @dataclass
@@ -124,10 +155,10 @@ class MultitaskConfig:
     `per-element` (non-zero elements; the last layer's task rows get the sum). See training.pcgrad.
     """
 
-    mode: str = "pcgrad"
-    pcgrad: str = "full"
-    merge: str = "per-tensor"
-    coarse_weight: float = 1.0  # `sum` mode only: loss = scene + coarse_weight * coarse
+    mode: str = choice("pcgrad", MULTITASK_MODES)
+    pcgrad: str = choice("full", PCGRAD_MODES)
+    merge: str = choice("per-tensor", MERGE_RULES)
+    coarse_weight: float = number(1.0, low=0.0)  # `sum` mode only: loss = scene + coarse_weight * coarse
 
 
 @dataclass
@@ -155,15 +186,15 @@ class DataConfig:
 
     train_split: str = "train"
     val_split: str = "evaluate"
-    validation: str = "evaluate"  # evaluate | holdout
-    holdout_locations: int = 2  # per scene, with validation: holdout
-    subset: str | None = None  # e.g. split25: train on a DCASE 2024 subset instead of train_split
+    validation: str = choice("evaluate", VALIDATION_MODES)
+    holdout_locations: int = number(2, low=1)  # per scene, with validation: holdout
+    subset: str | None = choice(None, (None, *SUBSETS))  # train on a DCASE 2024 subset instead of train_split
     cache_dir: str | None = None  # default: the feature cache's own default location
-    preload: str = "auto"  # auto | always | never: hold the training log-mels in (device) memory
-    preload_limit_gb: float = 4.0  # `auto` preloads below this size
-    workers: int = 0  # threads reading cache rows ahead of the step (memmap path)
-    val_batch_size: int = 32  # small batches keep CPU activations in cache (2-3x faster); raise it on a GPU
-    val_max_clips: int | None = None  # validate on an evenly spread subset (quick experiments, smoke tests)
+    preload: str = choice("auto", ("auto", "always", "never"))  # hold the training log-mels in (device) memory
+    preload_limit_gb: float = number(4.0, low=0.0)  # `auto` preloads below this size
+    workers: int = number(0, low=0)  # threads reading cache rows ahead of the step (memmap path)
+    val_batch_size: int = number(32, low=1)  # small: CPU activations stay in cache; raise on a GPU
+    val_max_clips: int | None = number(None, low=1)  # validate on an evenly spread subset (quick runs)
     devices: list[str] | None = None  # train and validate on these recording devices only (device-specific models)
 
 
@@ -184,17 +215,18 @@ class FinetuneConfig:
 class TrainConfig:
     model: str = "model1"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 100
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)
+    epochs: int = number(100, low=1)
+    batch_size: int = number(32, low=1)
+    seed: int = number(0, low=0, high=2**32 - 1)
+    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda(:\d+)?|mps",
+                                                  "pattern_doc": "auto, cpu, cuda, cuda:N or mps"})
+    threads: int | None = number(None, low=1)  # torch intra-op threads on the CPU (None: torch's default)
     channels_last: bool = True
     deltas: bool | None = None  # None: what the model's registry entry says
-    delta_width: int = 5
-    regularization_weight: float = 1.0  # weight of dsmn.models.regularization_loss(model), if defined
+    delta_width: int = number(5, low=3)
+    regularization_weight: float = number(1.0, low=0.0)  # weight of dsmn.models.regularization_loss(model), if defined
     drop_last: bool = True
-    max_batches_per_epoch: int | None = None  # cut epochs short (smoke tests, benchmarks); None: whole epochs
+    max_batches_per_epoch: int | None = number(None, low=1)  # cut epochs short (smoke tests); None: all
     progress: bool = True  # tqdm bars (epochs and batches)
     # torch.compile the network for training: false | true (= "default") | a torch.compile mode
     # ("reduce-overhead": also CUDA graphs, "max-autotune-no-cudagraphs"). Fewer, fused GPU kernels.
@@ -218,46 +250,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
-        if self.multitask.mode not in MULTITASK_MODES:
-            raise ValueError(f"multitask.mode must be one of {MULTITASK_MODES}, got {self.multitask.mode!r}")
-        if self.multitask.pcgrad not in PCGRAD_MODES:
-            raise ValueError(f"multitask.pcgrad must be one of {PCGRAD_MODES}, got {self.multitask.pcgrad!r}")
-        if self.multitask.merge not in MERGE_RULES:
-            raise ValueError(f"multitask.merge must be one of {MERGE_RULES}, got {self.multitask.merge!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+        """Checks across keys (each key's own type and range is checked when the config is read)."""
+        from dsmn import models
+
+        if self.model not in models.available():
+            raise ConfigError(f"config key model: unknown model {self.model!r}; available: "
+                              f"{', '.join(models.available())}")
         if self.qat.start_epoch < 0:  # counted from the end
             self.qat.start_epoch = max(0, self.epochs + self.qat.start_epoch)
-        if not 0.0 <= self.spectrum_correction.probability <= 1.0:
-            raise ValueError("spectrum_correction.probability must lie in [0, 1]")
-        if not 0.0 <= self.device_ir.probability <= 1.0:
-            raise ValueError("device_ir.probability must lie in [0, 1]")
         if self.device_ir.enabled and not self.device_ir.folder:
-            raise ValueError("device_ir.enabled needs device_ir.folder (a folder of impulse response WAVs)")
-        if not 0.0 <= self.freq_mixstyle.probability <= 1.0 or self.freq_mixstyle.alpha <= 0:
-            raise ValueError("freq_mixstyle.probability must lie in [0, 1] and freq_mixstyle.alpha be positive")
-        if not 0.0 <= self.distillation.kd_lambda <= 1.0 or self.distillation.temperature <= 0:
-            raise ValueError("distillation.kd_lambda must lie in [0, 1] and distillation.temperature be positive")
-        for section, key in ((self.data, "devices"), (self.finetune, "trainable")):
-            value = getattr(section, key)
-            if isinstance(value, str):  # `--set data.devices=a` means [a]
-                setattr(section, key, [v.strip() for v in value.split(",") if v.strip()])
-            elif value is not None:
-                setattr(section, key, [str(v) for v in value])
+            raise ConfigError("device_ir.enabled needs device_ir.folder (a folder of impulse response WAVs)")
         if self.compile is True:
             self.compile = "default"
         if self.compile is not False and self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be false, true or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+            raise ConfigError(f"config key compile: {self.compile!r} is not false, true or one of "
+                              f"{', '.join(COMPILE_MODES)}")
         if self.compile and self.multitask.mode == "pcgrad" and self.multitask.pcgrad == "shared-representation":
             # the embedding is captured inside the network's forward; a compiled graph does not expose it to autograd
-            raise ValueError("compile works with multitask.pcgrad=full, sum or off, not with shared-representation")
-        if self.data.validation not in VALIDATION_MODES:
-            raise ValueError(f"data.validation must be one of {VALIDATION_MODES}, got {self.data.validation!r}")
-        if self.data.holdout_locations < 1:
-            raise ValueError("data.holdout_locations must be at least 1")
-        if self.data.preload not in ("auto", "always", "never"):
-            raise ValueError(f"data.preload must be auto, always or never, got {self.data.preload!r}")
+            raise ConfigError("compile works with multitask.pcgrad=full, sum or off, not with shared-representation")
         return self
+
+    def check_trainable(self) -> None:
+        """Refuse settings under which a run would end without a usable best.pt."""
+        if self.qat.enabled and self.qat.start_epoch >= self.epochs:
+            raise ConfigError(f"qat.start_epoch {self.qat.start_epoch} is not before the last epoch ({self.epochs} "
+                              "epochs): QAT would never start and no epoch could become best.pt; lower "
+                              "qat.start_epoch, raise epochs, or set qat.enabled=false")
+        if self.data.val_max_clips is not None and self.data.val_max_clips < 1:
+            raise ConfigError("data.val_max_clips must be at least 1 (or null for the whole split)")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ConfigError("max_batches_per_epoch must be at least 1 (or null for whole epochs)")
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -276,17 +298,20 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
         if candidate.is_file():
             return candidate
     shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name!r} not found (shipped configs: {shipped})")
+    raise ConfigNotFoundError(f"config {name!r} not found (shipped configs: {shipped})")
 
 
 def read_config_dict(name: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The merged dict of a config file and its `base:` chain (the file's own keys win)."""
     path = resolve_config_path(name, _seen[-1].parent if _seen else None)
     if path in _seen:
-        raise ValueError(f"config {path} extends itself through its base chain")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raise ConfigError(f"config {path} extends itself through its base chain")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config {path}: expected a mapping at the top level")
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
     base = data.pop("base", None)
     if base is None:
         return data
@@ -312,12 +337,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form key.sub=value")
+            raise ConfigError(f"--set {item!r} is not of the form key.sub=value")
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(text)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is set to a value and used as a section")
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[leaf] = text  # a plain string; the schema says whether the key takes one
     return out
 
 
@@ -403,44 +433,101 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         qat = data["qat"]
         extra = {k: qat.pop(k) for k in list(qat) if k not in own}
         qat["options"] = {**qat.get("options", {}), **extra}
+        from dsmn.quantization.config import QATConfig
+
+        checked = _build(QATConfig, qat["options"], "qat.")  # the same type checks for these keys
+        qat["options"] = {k: getattr(checked, k) for k in qat["options"]}
     return _build(TrainConfig, data, "").validate()
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """The dataclass `cls` from `data`, every value checked against its field's type and limits."""
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-                         f"expected among {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                          f"expected among {', '.join(sorted(known))}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} must be a mapping")
+                raise ConfigError(f"config key {where}{key} must be a mapping of its settings, got {value!r}")
             kwargs[key] = _build(hint, value, f"{where}{key}.")
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}{key}")
+            kwargs[key] = check_value(value, hint, f"{where}{key}", known[key].metadata)
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Numbers written as fractions ("12/13"), `1e-3` strings or ints where floats are expected become floats."""
-    text = str(hint)
+def check_value(value: Any, hint: Any, key: str, limits: Any = None) -> Any:
+    """`value` as the type `hint` asks for, within `limits` (field metadata: choices, low, high).
+
+    Booleans must be true / false; whole numbers must be whole; numbers may be written as fractions
+    ("12/13") or `1e-3` (which YAML 1.1 reads as a string). Anything else is a `ConfigError` naming the key.
+    """
+    limits = limits or {}
+    options = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) in (Union, UnionType) else [hint]
     if value is None:
+        if len(options) == 1 and hint is not Any and get_origin(hint) not in (Union, UnionType):
+            raise ConfigError(f"config key {key} must be set (null is not allowed)")
         return None
-    if hint is str and isinstance(value, bool):  # YAML 1.1 reads `off` / `on` as booleans
-        return "on" if value else "off"
-    if "float" in text and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
-            return float(Fraction(value.replace(" ", "")))
-        except ValueError:
-            raise ValueError(f"config key {key}: {value!r} is not a number") from None
-    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if text.startswith("int") and isinstance(value, float) and value.is_integer():
-        return int(value)
+    if len(options) > 1:  # e.g. `bool | str`: the first type the value fits
+        errors = []
+        for option in options:
+            try:
+                return check_value(value, option, key, limits)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[-1])
+    kind = options[0]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key}: expected a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(Fraction(value.replace(" ", "")))
+            except (ValueError, ZeroDivisionError):
+                raise ConfigError(f"config key {key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"config key {key}: expected a finite number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if isinstance(value, bool):  # YAML 1.1 reads `off` / `on` as booleans
+            value = "on" if value else "off"
+        if isinstance(value, int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key}: expected a text value, got {value!r}")
+    elif get_origin(kind) is dict and not isinstance(value, dict):
+        raise ConfigError(f"config key {key}: expected a mapping, got {value!r}")
+    elif get_origin(kind) is list:
+        if isinstance(value, str):  # `--set data.devices=a,b` means [a, b]
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or any(isinstance(v, dict | list) for v in value):
+            raise ConfigError(f"config key {key}: expected a list of names, got {value!r}")
+        value = [str(v) for v in value]
+    choices = limits.get("choices")
+    if choices is not None and value not in choices:
+        listed = ", ".join(str(c) for c in choices if c is not None)
+        raise ConfigError(f"config key {key}: {value!r} is not one of {listed}")
+    above = limits.get("above")
+    if above is not None and not value > above:
+        raise ConfigError(f"config key {key}: {value!r} is out of range (must be > {above})")
+    low, high = limits.get("low"), limits.get("high")
+    if low is not None and value < low or high is not None and value > high:
+        bounds = f"[{low}, {high}]" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"<= {high}")
+        raise ConfigError(f"config key {key}: {value!r} is out of range (must be {bounds})")
+    pattern = limits.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise ConfigError(f"config key {key}: {value!r} is not {limits.get('pattern_doc', pattern)}")
     return value
 
 

@@ -23,6 +23,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dsmn.errors import UserError
+
+
+class DeviceError(UserError, RuntimeError):
+    """A device that this machine does not have."""
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -78,7 +84,10 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but CUDA is not available on this machine")
+            raise DeviceError(f"device {name!r} requested but CUDA is not available on this machine "
+                              "(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
@@ -106,9 +115,31 @@ def setup(device_name: str = "auto") -> Distributed:
     return Distributed(rank, world_size, local_rank, device, backend)
 
 
-def teardown(context: Distributed) -> None:
-    if context.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(context: Distributed, clean: bool = True) -> None:
+    """Leave the process group in an order that cannot race.
+
+    `clean` (the run ended normally): every process first meets the others at a barrier, so none
+    closes its gloo connections while another still sends on them. A process that stops with an
+    error skips the barrier (the others may never reach it). DistributedDataParallel keeps a reference
+    to the group that outlives `destroy_process_group`, so gloo's threads and sockets stay alive until
+    the process exits; `exit_worker` ends a torchrun worker without the interpreter shutdown in which
+    such threads can abort the process ("terminate called without an active exception").
+    """
+    if not (context.enabled and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> None:
+    """End a process of a distributed run once its work is saved and its group destroyed: flush the
+    standard streams and leave without interpreter shutdown (see `teardown`)."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

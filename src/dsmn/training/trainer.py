@@ -13,10 +13,11 @@ where an uninterrupted run would (data order and augmentation draws are function
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from torch import nn
 from dsmn import models
 from dsmn.data import load_dataset
 from dsmn.data.holdout import describe_validation, split_holdout
+from dsmn.errors import UserError
+from dsmn.threads import leftover_threads
 from dsmn.training import checkpoints
 from dsmn.training.augment import correction_vectors
 from dsmn.training.config import TrainConfig, config_from_dict, deep_merge, save_config
@@ -46,14 +49,23 @@ from dsmn.training.distributed import Distributed, setup, teardown
 from dsmn.training.logbook import Logbook
 from dsmn.training.pipeline import EpochRandomness, TrainingInputs
 from dsmn.training.qat import QATSchedule
+from dsmn.training.runlock import RunLock, RunLockedError
 from dsmn.training.schedule import EpochLR, schedule_notes
 from dsmn.training.step import StepSettings, has_penalty, train_step
 from dsmn.training.validation import predict_probabilities, validation_metrics
 from dsmn.training.warmstart import freeze_except, load_start_qat_state, load_start_weights
 
 
-class RunExistsError(RuntimeError):
+class RunExistsError(UserError, RuntimeError):
     """The run folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class RunRefusedError(UserError, ValueError):
+    """A run that would train nothing useful or silently mix two runs: refused before it starts."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+    """The training loss became NaN or infinite: the run stops, its last good checkpoint is kept."""
 
 
 @dataclass
@@ -74,31 +86,73 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
+    allow_changes: bool = False,
 ) -> RunResult:
     """Train `config.model` on the dataset folder `data`; writes the run folder (see module doc).
 
     `resume`: continue from run_dir/checkpoints/last.pt when it exists (its saved configuration is
-    used, with `overrides` (a nested dict) applied on top). `overwrite`: start afresh in a used folder.
+    used, with `overrides` (a nested dict) applied on top). A resume with other data or with
+    overrides that change the recipe is refused unless `allow_changes` (then recorded in the run).
+    `overwrite`: start afresh in a used folder. One process trains into a folder at a time.
     """
+    config.check_trainable()
     dist = setup(config.device)
+    lock = RunLock(Path(run_dir))
     try:
-        return _train(config, Path(data), Path(run_dir), dist, resume, overwrite, overrides or {})
-    finally:
-        teardown(dist)
+        refusal = None
+        if dist.is_main:
+            try:
+                lock.acquire()
+            except RunLockedError as error:
+                refusal = str(error)
+        refusal = dist.broadcast_object(refusal)  # every process stops, none waits at a barrier
+        if refusal:
+            raise RunLockedError(refusal)
+        result = _train(config, Path(data), Path(run_dir), dist, resume, overwrite, overrides or {}, allow_changes)
+    except BaseException:
+        lock.release()
+        teardown(dist, clean=False)
+        raise
+    lock.release()
+    teardown(dist)
+    return result
 
 
 def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, resume: bool, overwrite: bool,
-           overrides: dict[str, Any]) -> RunResult:
+           overrides: dict[str, Any], allow_changes: bool) -> RunResult:
     state = _prepare_run_dir(run_dir, dist, resume, overwrite)
+    changes: list[str] = []
+    extended: list[str] = []
     if state is not None:  # the saved configuration, with what the command line changes on top
         config = config_from_dict(deep_merge(state["config"], overrides))
+        config.check_trainable()
+        changes = recipe_changes(state["config"], config.to_dict())
+        extended = [c for c in changes if c.split(" ", 1)[0] in RESUME_EXTENSIONS]
     if config.threads:
         torch.set_num_threads(config.threads)
+    elif config.data.workers and dist.device.type == "cpu":  # reader threads and torch's team share the cores
+        torch.set_num_threads(min(torch.get_num_threads(), leftover_threads(config.data.workers)))
     device, main = dist.device, dist.is_main
+
+    def check_resume(identity: dict[str, Any]) -> None:  # before the feature cache is built for other data
+        if state is None:
+            return
+        changes.extend(data_changes(state, identity))
+        refused = [c for c in changes if c not in extended]
+        if refused and not allow_changes:
+            raise RunRefusedError(
+                f"{run_dir} was trained with other settings or data ({'; '.join(refused)}): resume with the "
+                "run's own settings, or pass --allow-changes to continue with these (recorded in the run)")
+
+    d = load_training_data(config, data, dist, check_resume)
+    resumes = list(state.get("resumes", [])) if state is not None else []
+    if changes:
+        resumes.append({"epoch": int(state["epoch"]) + 1, "changes": changes})
+        if main:
+            print(f"note: resuming with changes (recorded in the checkpoints): {'; '.join(changes)}", flush=True)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    d = load_training_data(config, data, dist)
 
     # --- model, QAT, optimiser, schedule ----------------------------------------------------------
     torch.manual_seed(config.seed)
@@ -168,8 +222,10 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
                          desc=f"epoch {epoch + 1}", unit="batch")
         for k, raw in enumerate(batch_bar):
             step = d.inputs(raw, epoch, rng)
-            totals += train_step(uncompiled(model) if eager_steps else model, step.x, step.scene, step.coarse,
-                                 optimizer, settings, teacher=step.teacher)
+            result = train_step(uncompiled(model) if eager_steps else model, step.x, step.scene, step.coarse,
+                                optimizer, settings, teacher=step.teacher)
+            check_finite(result, epoch, k, dist, run_dir, data)
+            totals += result
             eager_steps = max(0, eager_steps - 1)
             if main and config.progress and (k % 50 == 0 or k == len(batches) - 1):  # .item() waits for the GPU
                 batch_bar.set_postfix(loss=f"{totals[0].item() / (k + 1):.3f}")
@@ -195,7 +251,7 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
             if improved:
                 best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
             payload = checkpoint_payload(float_model, net, qat, optimizer, scheduler, config, d.describe, epoch,
-                                         [*logbook.history, row], best)
+                                         [*logbook.history, row], best, resumes)
             checkpoints.save_atomic(payload, run_dir / "checkpoints" / "last.pt")
             if improved:
                 checkpoints.save_atomic(payload, run_dir / "checkpoints" / "best.pt")
@@ -224,6 +280,62 @@ def uncompiled(model: nn.Module) -> nn.Module:
     with it: a fresh QAT network's observers calibrate on that step, and compiling it would compile
     the network twice (once without fake quantisation, once with)."""
     return getattr(model, "_orig_mod", model)
+
+
+def check_finite(step: torch.Tensor, epoch: int, index: int, dist: Distributed, run_dir: Path, data: Path) -> None:
+    """Stop at the first NaN / infinite loss, before another step spreads it: name where, and what is kept.
+
+    The weights of this step are already damaged, so nothing of it is saved; last.pt is the end of
+    the previous epoch. All processes decide together (a process that raised alone would leave the
+    others waiting for it).
+    """
+    losses = torch.cat([step[:3], step[4:]])  # every loss term, not the accuracy
+    bad = (~torch.isfinite(losses)).any().to(torch.float32).reshape(1)
+    if float(dist.average_(bad)) == 0.0:
+        return
+    last = run_dir / "checkpoints" / "last.pt"
+    kept = (f"{last} (end of epoch {epoch}) is kept" if epoch > 0 and last.is_file()
+            else "no checkpoint was written yet")
+    losses = ", ".join(f"{name} {value:.4g}" for name, value in zip(("scene", "coarse", "penalty"), step[:3].tolist(),
+                                                                     strict=True))
+    if epoch > 0 and last.is_file():
+        advice = (f"lower the learning rate (--lr) or remove the clips that cause it, then resume with `dsmn train "
+                  f"--data {data} --out {run_dir} --resume --allow-changes`")
+    else:
+        advice = ("check the data (`dsmn features` reports unusable clips) and the learning rate (--lr), then "
+                  "start again")
+    raise NonFiniteLossError(f"training loss is not finite at epoch {epoch + 1}, step {index + 1} ({losses}); "
+                             f"stopped, {kept}; {advice}")
+
+
+RESUME_EXTENSIONS = frozenset({"epochs"})  # a resume may lengthen a run: announced and recorded, not refused
+RECIPE_NEUTRAL = frozenset({  # keys that change speed or output, never what is trained
+    "progress", "threads", "device", "data.workers", "data.preload", "data.preload_limit_gb", "data.val_batch_size",
+    "data.cache_dir"})
+
+
+def recipe_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key old -> new` for every setting that differs between two config dicts (neutral keys ignored)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        name = prefix + key
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and key != "model_kwargs":
+            out += recipe_changes(old, new, name + ".")
+        elif old != new and name not in RECIPE_NEUTRAL:
+            out.append(f"{name} {old!r} -> {new!r}")
+    return out
+
+
+def data_changes(state: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """What differs between the clips a run was trained on and the clips given now (a moved dataset is fine)."""
+    saved = state.get("data_fingerprint")
+    if saved is None or saved == identity["data_fingerprint"]:  # checkpoints of older versions: no record
+        return []
+    before = state.get("data_clips", {})
+    return [f"--data {identity['data']} lists other clips or labels than {state.get('data', 'the run')!s} "
+            f"({before.get('train', '?')} training / {before.get('val', '?')} validation clips then, "
+            f"{identity['train_clips']} / {identity['val_clips']} now)"]
 
 
 def pcgrad_mode(config: TrainConfig, model: nn.Module, announce: bool) -> str:
@@ -280,7 +392,8 @@ class TrainingData:
     distilling: bool = False
 
 
-def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> TrainingData:
+def load_training_data(config: TrainConfig, data: Path, dist: Distributed,
+                       check: Callable[[dict[str, Any]], None] | None = None) -> TrainingData:
     """Index the dataset, open (rank 0 builds) the feature cache, compute the device responses."""
     entry = models.entry(config.model)
     frontend = frontend_for(entry.frontend)
@@ -298,12 +411,20 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     for clips, split in ((train_clips, train_split), (val_clips, val_split)):
         if not clips:
             devices = f" of device(s) {','.join(config.data.devices)}" if config.data.devices else ""
-            raise ValueError(f"{data}: no clips{devices} in the {split} split")
+            raise RunRefusedError(f"{data}: no clips{devices} in the {split} split")
+    identity = {"data": str(dataset.root), "data_fingerprint": fingerprint(train_clips, val_clips),
+                "train_clips": len(train_clips), "val_clips": len(val_clips)}
+    if check is not None:
+        check(identity)
+    check_batches(config, len(train_clips), len(val_clips), dist, dataset.root)
     if dist.is_main:
         cache = open_cache(dataset, frontend, config.data.cache_dir, progress=config.progress)
     dist.barrier()
     if not dist.is_main:
         cache = open_cache(dataset, frontend, config.data.cache_dir, progress=False)
+    train_clips = usable_clips(cache, train_clips, "training", dist.is_main)
+    val_clips = usable_clips(cache, val_clips, "validation", dist.is_main)
+    check_batches(config, len(train_clips), len(val_clips), dist, dataset.root)
     train_table = clip_table(train_clips, cache.rows(train_clips))
     val_table = clip_table(val_clips, cache.rows(val_clips))
     preload = _preload(config, cache.logmels, len(train_table) + len(val_table))
@@ -323,12 +444,19 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed) -> Tr
     if correct and len(ref_rows):  # none when the run sees one device only
         vectors = correction_vectors(take_rows(cache.logmels, ref_rows), take_rows(cache.logmels, other_rows))
         correction = torch.from_numpy(vectors).to(dist.device)
+    if correct and not len(ref_rows) and not config.data.devices and dist.is_main:
+        print(f"warning: spectrum correction is on but has 0 vectors: the training clips hold no parallel "
+              f"recordings of reference device {reference!r} and another device; it changes nothing "
+              "(--set spectrum_correction.enabled=false silences this)", flush=True)
     teacher = teacher_logits(config, train_table)
     describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
                 "val_clips": len(val_table), "validation": describe_validation(asdict(config.data)),
                 "correction_vectors": 0 if correction is None else len(correction),
                 "teacher": config.distillation.teacher,
-                "device_irs": 0 if device_responses is None else len(device_responses)}
+                "device_irs": 0 if device_responses is None else len(device_responses),
+                "data": str(dataset.root), "cache_dir": str(cache.directory),
+                "data_fingerprint": identity["data_fingerprint"],
+                "data_clips": {"train": identity["train_clips"], "val": identity["val_clips"]}}
     return TrainingData(
         train_table, val_table, val_source,
         BatchReader(train_table, train_source, reference, workers=config.data.workers,
@@ -348,6 +476,43 @@ def teacher_logits(config: TrainConfig, table: ClipTable) -> torch.Tensor | None
     path = config.distillation.teacher
     logits = read_teacher_table(path).for_clips([c.filename for c in table.clips], path)
     return torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+
+
+def usable_clips(cache: Any, clips: list, what: str, announce: bool) -> list:
+    """The clips whose features exist; the others (unreadable or non-finite audio) are named and skipped."""
+    usable = cache.usable(clips)
+    if len(usable) < len(clips) and announce:
+        kept = {c.filename for c in usable}
+        bad = [c.filename for c in clips if c.filename not in kept]
+        reasons = dict(cache.failed)
+        examples = "; ".join(f"{name}: {reasons.get(name, 'no features')}" for name in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        print(f"warning: skipping {len(bad)} of {len(clips)} {what} clips with unusable audio ({examples}{more}; "
+              f"all listed in {cache.directory / 'failed.json'})", flush=True)
+    return usable
+
+
+def check_batches(config: TrainConfig, train: int, val: int, dist: Distributed, root: Path) -> None:
+    """Refuse a run that would validate on nothing or take no training step (it would end without best.pt)."""
+    split = config.data.subset or config.data.train_split
+    if val == 0:
+        raise RunRefusedError(f"{root}: the validation split {config.data.val_split!r} has no usable clips, so no "
+                              "epoch could be validated or saved as best.pt; pick another --val-split")
+    steps = len(epoch_batches(train, config.batch_size, seed=0, epoch=0, world_size=dist.world_size,
+                              drop_last=config.drop_last)) if train else 0
+    if steps == 0 or config.max_batches_per_epoch == 0:
+        raise RunRefusedError(f"{root}: the training split {split!r} has {train} usable clip(s), no full batch of "
+                              f"{config.batch_size}: lower --batch-size or add clips")
+
+
+def fingerprint(train: list, val: list) -> str:
+    """A hash of the training and validation clips and their labels: equal data, equal hash, wherever it lies."""
+    digest = hashlib.sha256()
+    for part in (train, val):
+        for clip in part:
+            digest.update(f"{clip.filename}\t{clip.scene}\t{clip.device}\n".encode())
+        digest.update(b"--\n")
+    return digest.hexdigest()[:16]
 
 
 def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -378,7 +543,7 @@ def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.op
 def checkpoint_payload(
     float_model: nn.Module, net: nn.Module, qat: QATSchedule, optimizer: torch.optim.Optimizer,
     scheduler: EpochLR, config: TrainConfig, describe: dict[str, Any], epoch: int,
-    history: list[dict[str, Any]], best: dict[str, Any],
+    history: list[dict[str, Any]], best: dict[str, Any], resumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """dsmn.models.checkpoint_dict of the float network plus all a resumed run needs."""
     extra: dict[str, Any] = {}
@@ -399,6 +564,11 @@ def checkpoint_payload(
         best_epoch=best["epoch"],
         best_metrics=best["metrics"],
         val_metrics=history[-1] if history else {},
+        data=describe["data"],
+        cache_dir=describe["cache_dir"],
+        data_fingerprint=describe["data_fingerprint"],
+        data_clips=describe["data_clips"],
+        resumes=list(resumes or []),
     )
 
 
