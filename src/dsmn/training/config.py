@@ -365,7 +365,10 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     """`overrides` merged into a config dict; an `epochs` override scales the epoch-counted settings."""
     merged = deep_merge(data, overrides)
     if "epochs" in overrides:
-        merged = scale_epoch_settings(merged, int(data.get("epochs", TrainConfig.epochs)), overrides)
+        limits = {"low": 1}
+        merged["epochs"] = check_value(merged["epochs"], int, "epochs", limits)  # before it is computed with
+        config_epochs = check_value(data.get("epochs", TrainConfig.epochs), int, "epochs", limits)
+        merged = scale_epoch_settings(merged, config_epochs, overrides)
     return merged
 
 
