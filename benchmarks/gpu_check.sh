@@ -16,6 +16,7 @@
 # Writes to $OUT: gpu_check.log (every step's output, trimmed), gpu_figures.md (status, training
 # figures, throughput tables), pytest.log, best.pt.
 #
+# GPU_CHECK_DATA=DIR uses an existing dataset (with its feature cache) instead of generating one.
 # GPU_CHECK_DEVICE=cpu runs the same steps on the CPU with tiny sizes (a check of this script).
 # GPU_CHECK_BUDGET_S (default 410) bounds the whole run; GPU_CHECK_SKIP="tests train_more ..." skips
 # steps by name (for a shorter rerun of what failed).
@@ -42,7 +43,7 @@ else
   BENCH=(--batches 32 256 --steps 20 --warmup 4); COMPILE_BENCH=(--batches 32 256 --steps 30 --warmup 4)
   WORKERS=$(nproc); mapfile -t PYTEST_TARGET < <(grep -l "mark.cuda" tests/*.py)  # only modules with CUDA tests
 fi
-DATA=$WORK/data/TAU-synth-$SIZE
+DATA=${GPU_CHECK_DATA:-$WORK/data/TAU-synth-$SIZE}  # GPU_CHECK_DATA: an existing dataset with its cache
 
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( BUDGET - $(elapsed) )); }
@@ -89,7 +90,8 @@ import dsmn; print(\"dsmn from\", dsmn.__file__)
 "'
 
 # --- CUDA tests, with the data generated on the CPU cores meanwhile ----------------------------------
-( timeout -k 5 150 dsmn synth "$DATA" --size "$SIZE" --seed 0 --workers "$WORKERS" > "$WORK/synth.out" 2>&1 &&
+( if [ -n "${GPU_CHECK_DATA:-}" ]; then echo "using $DATA" > "$WORK/synth.out"; : > "$WORK/features.out"; echo 0 > "$WORK/data.rc"; exit 0; fi
+  timeout -k 5 150 dsmn synth "$DATA" --size "$SIZE" --seed 0 --workers "$WORKERS" > "$WORK/synth.out" 2>&1 &&
   timeout -k 5 90 dsmn features "$DATA" --workers "$WORKERS" --quiet > "$WORK/features.out" 2>&1
   echo $? > "$WORK/data.rc" ) &
 DATA_PID=$!
