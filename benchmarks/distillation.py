@@ -12,7 +12,7 @@
 
 Every step is a `dsmn` command run as a subprocess; --jobs K runs K of them at once (teachers, then
 students), each with --threads (default: cores / jobs) intra-op threads. Finished steps are reused
-when the script runs again with the same OUT.
+when the script runs again with the same OUT, and a run cut short resumes from its last epoch.
 
     python benchmarks/distillation.py --out OUT [--size tiny|demo] [--data DIR] [--device cpu|cuda]
         [--jobs K] [--seeds 0 1] [--teachers 2] [--epochs 10] [--teacher-epochs 10]
@@ -79,7 +79,7 @@ def train_teacher(index: int, a: argparse.Namespace, data: Path, out: Path) -> d
     if not trained(run, a.teacher_epochs):
         model = a.teacher_model[index % len(a.teacher_model)]
         seconds = dsmn("train", "--data", str(data), "--model", model, "--config", "teacher",
-                       "--seed", str(index), "--epochs", str(a.teacher_epochs), "--out", str(run), "--overwrite",
+                       "--seed", str(index), "--epochs", str(a.teacher_epochs), "--out", str(run), "--resume",
                        "--device", a.device, "--threads", str(a.threads), "--no-progress", *a.extra,
                        log=run / "log.txt", threads=a.threads)["seconds"]
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
@@ -100,7 +100,7 @@ def train_student(variant: str, seed: int, a: argparse.Namespace, data: Path, ou
     seconds = None
     if not trained(run, a.epochs):
         seconds = dsmn("train", "--data", str(data), "--model", "model1", "--config", "demo", "--seed", str(seed),
-                       "--epochs", str(a.epochs), "--out", str(run), "--overwrite", "--device", a.device,
+                       "--epochs", str(a.epochs), "--out", str(run), "--resume", "--device", a.device,
                        "--threads", str(a.threads), "--no-progress", *flags, *a.extra,
                        log=run / "log.txt", threads=a.threads)["seconds"]
     onnx = run / "model1_int8.onnx"
