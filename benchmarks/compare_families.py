@@ -43,12 +43,13 @@ import yaml
 from dsmn import complexity, models
 from dsmn.data.holdout import describe_validation
 from dsmn.deploy import export_onnx, load_trained
-from dsmn.deploy.data import logmel_batches, open_features, split_clips
+from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips
 from dsmn.deploy.inference import LoadedModel, load_for_inference
 from dsmn.deploy.onnx_export import MIN_AGREEMENT
 from dsmn.evaluation.evaluate import Evaluation, evaluate
 from dsmn.training import load_config, train
 from dsmn.training.config import TrainConfig, parse_overrides
+from dsmn.training.distributed import select_device
 
 DEFAULT_MODELS = ("model1", "model2", "dssc_large", "dssc_middle", "dssc_small", "dcase2022_baseline", "cp_mobile")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "compare_families.md"
@@ -130,6 +131,7 @@ def complexity_columns(model: str) -> dict[str, Any]:
     network = models.create(model)
     report = complexity.measure(network, dtype="int8")
     return {"params": report.params, "int8_bytes": report.param_bytes, "macs": report.macs,
+            "macs_10s": report.macs_10s,
             "input_shape": list(complexity.clip_input_shape(network)[1:]), "within_limits": report.within_limits}
 
 
@@ -151,9 +153,10 @@ def score_forms(run_dir: Path, data: Path, budget: Budget, cache_dir: str | None
     """float / int8 (QAT) / int8 (ONNX) accuracy, macro class-wise accuracy and unseen-device accuracy."""
     checkpoint = run_dir / "checkpoints" / f"{budget.checkpoint}.pt"
     out: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    device = select_device(budget.overrides.get("device") or "cpu")  # the torch forms run where training ran
     forms: dict[str, LoadedModel] = {
-        "float": load_for_inference(checkpoint, "float"),
-        "qat": load_for_inference(checkpoint, "qat"),
+        "float": load_for_inference(checkpoint, "float", device=device),
+        "qat": load_for_inference(checkpoint, "qat", device=device),
     }
     if budget.onnx:
         try:
@@ -192,7 +195,8 @@ def export_int8(checkpoint: Path, path: Path, data: Path, cache_dir: str | None,
     trained = load_trained(checkpoint)
     dataset, clips = split_clips(data, EVAL_SPLIT)
     cache = open_features(dataset, trained.frontend, cache_dir, progress=False)
-    inputs = [trained.network_input(x) for x in logmel_batches(cache, cache.usable(clips)[::CHECK_STRIDE])]
+    windows = logmel_windows(logmel_batches(cache, cache.usable(clips)[::CHECK_STRIDE], 64), trained.window_frames)
+    inputs = [trained.network_input(x) for x in windows]  # 1-s windows: the graph's input (TAU 2020: ten a clip)
     report = export_onnx(trained, path, "int8", check_inputs=inputs, min_agreement=0.0)
     out.update(onnx_bytes=report.memory.bytes, onnx_int8_operators=report.int8_operators,
                onnx_kept_float=report.kept_float, onnx_check_clips=report.clips_checked,
@@ -210,6 +214,7 @@ def evaluation_columns(form: str, evaluation: Evaluation) -> dict[str, Any]:
         f"{form}_seen_accuracy": groups.get("seen", math.nan),
         f"{form}_unseen_accuracy": groups.get("unseen", math.nan),
         f"{form}_eval_clips": evaluation.clips,
+        f"{form}_window_accuracy": evaluation.window_accuracy,  # clips longer than 1 s only (TAU 2020)
     }
 
 
@@ -290,17 +295,18 @@ def describe_budget(budget: Budget, data: Path, rows: list[dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
-def write_outputs(rows: list[dict[str, Any]], markdown: str, results: Path, out: Path) -> None:
+def write_outputs(rows: list[dict[str, Any]], markdown: str, results: Path, out: Path,
+                  name: str = "compare_families") -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     notes = ""  # hand-written notes below the marker survive a rerun
     if results.is_file() and NOTES_MARKER in (old := results.read_text(encoding="utf-8")):
         notes = "\n" + old[old.index(NOTES_MARKER):]
     results.write_text(markdown + "\n" + notes, encoding="utf-8")
-    write_json(out / "compare_families.json", rows)
+    write_json(out / f"{name}.json", rows)
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys and k != "budget")
-    with open(out / "compare_families.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

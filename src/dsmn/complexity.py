@@ -3,6 +3,8 @@ stored dtype, and MACs for one 1-second clip counted the way the organisers do (
 
 Each registered network is measured on its own 1-s input (its registry entry's `input_shape`, which
 follows its front end: the DCASE baseline CNN sees 1 x 40 x 51); anything else on (1, 2, 256, 44).
+A 10-s clip (TAU 2020) is classified by its 1-s windows (`dsmn.models.windowing`): ten of them, so its
+MACs are exactly ten times one window's (`macs_10s`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ MAX_PARAM_BYTES = 128_000
 MAX_MACS = 30_000_000
 BYTES_PER_PARAM = {"int8": 1, "fp16": 2, "bf16": 2, "fp32": 4}
 CLIP_INPUT_SHAPE = (1, 2, 256, 44)  # one 1-s clip: (batch, log-mel + deltas, mel bins, frames)
+LONG_CLIP_SECONDS = 10  # TAU Urban Acoustic Scenes 2020 Mobile clips
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ComplexityReport:
     params: int
     param_bytes: int
     macs: int
+    windows_10s: int = 10  # 1-s windows a 10-s clip is classified by
     max_param_bytes: int = MAX_PARAM_BYTES
     max_macs: int = MAX_MACS
     layers: list[LayerCost] = field(default_factory=list)
@@ -43,9 +47,15 @@ class ComplexityReport:
     def within_limits(self) -> bool:
         return self.param_bytes <= self.max_param_bytes and self.macs <= self.max_macs
 
+    @property
+    def macs_10s(self) -> int:
+        """MACs of one 10-s clip scored by its 1-s windows (each window costs `macs`)."""
+        return self.macs * self.windows_10s
+
     def to_dict(self, with_layers: bool = True) -> dict:
         out = asdict(self)
         out["within_limits"] = self.within_limits
+        out["macs_10s"] = self.macs_10s
         if not with_layers:
             out.pop("layers")
         return out
@@ -59,6 +69,18 @@ def clip_input_shape(model: nn.Module) -> tuple[int, ...]:
     if name is not None and name in available():
         return (1, *entry(name).input_shape)
     return CLIP_INPUT_SHAPE
+
+
+def windows_per_clip(model: nn.Module, seconds: float = LONG_CLIP_SECONDS) -> int:
+    """1-s windows a clip of `seconds` is cut into at `model`'s front end (10 for 10 s)."""
+    from dsmn.features import FrontEndConfig
+    from dsmn.models.registry import available, entry
+    from dsmn.models.windowing import window_starts
+
+    name = getattr(model, "model_name", None)
+    frontend = FrontEndConfig(**(entry(name).frontend if name is not None and name in available() else {}))
+    window = frontend.n_frames(frontend.sample_rate)
+    return len(window_starts(frontend.n_frames(round(seconds * frontend.sample_rate)), window, window))
 
 
 def _executed_modules(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
@@ -129,6 +151,7 @@ def measure(
         params=params,
         param_bytes=params * BYTES_PER_PARAM[dtype],
         macs=int(summary.total_mult_adds),
+        windows_10s=windows_per_clip(model),
         layers=layers,
     )
 
@@ -150,6 +173,7 @@ def format_report(report: ComplexityReport, with_layers: bool = True) -> str:
         f"parameters (used in forward): {report.params:,}",
         f"parameter memory ({report.dtype}): {report.param_bytes:,} bytes  (limit {report.max_param_bytes:,}: {ok})",
         f"MACs per 1-s clip: {report.macs:,}  (limit {report.max_macs:,}: {ok_macs})",
+        f"MACs per 10-s clip ({report.windows_10s} x 1-s windows): {report.macs_10s:,}",
         f"within DCASE limits: {'yes' if report.within_limits else 'NO'}",
     ]
     return "\n".join(lines)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if is_bundle(args.model):
         return run_bundle(args)
     from dsmn.deploy import ExportCheckError, export_onnx, load_trained
-    from dsmn.deploy.data import logmel_batches, open_features, split_clips, spread
+    from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips, spread
 
     trained = load_trained(args.model)
     tflite = args.format == "tflite"
@@ -101,11 +101,14 @@ def run(args: argparse.Namespace) -> int:
         cache_dir = args.cache or (_recorded_cache(trained.checkpoint) if args.data is None else None)
         cache = open_features(dataset, trained.frontend, cache_dir, progress=sys.stderr.isatty())
         clips = spread(cache.usable(clips), args.check_clips)
-        check = [trained.network_input(b) for b in logmel_batches(cache, clips, 256)]
+        # 1-s windows: the graph's input (a 10-s clip of TAU 2020 gives ten)
+        windows = logmel_windows(logmel_batches(cache, clips, 64), trained.window_frames)
+        check = [trained.network_input(b) for b in windows]
         if not trained.is_qat and args.precision == "int8":  # TFLite too
             _, train_clips = split_clips(dataset, "train")
             train_clips = spread(cache.usable(train_clips), 2000)
-            calibration = [trained.network_input(b) for b in logmel_batches(cache, train_clips, 256)]
+            windows = logmel_windows(logmel_batches(cache, train_clips, 64), trained.window_frames)
+            calibration = [trained.network_input(b) for b in windows]
     if tflite:
         return _export_tflite(trained, out, args, check, calibration)
     try:

@@ -11,6 +11,7 @@ import torch
 from dsmn.data import Clip, Dataset, load_dataset
 from dsmn.features import FrontEndConfig
 from dsmn.features.cache import FeatureCache, default_cache_dir, ensure_cache
+from dsmn.models.windowing import cut_windows
 
 SPLIT_ALIASES = {"fold1_train": "train", "fold1_evaluate": "evaluate", "fold1_test": "test"}
 
@@ -50,3 +51,11 @@ def logmel_batches(cache: FeatureCache, clips: Sequence[Clip], batch_size: int =
         chunk = np.sort(rows[start : start + batch_size])  # memmap reads in file order ...
         order = np.argsort(np.argsort(rows[start : start + batch_size]))  # ... then back to clip order
         yield torch.from_numpy(np.asarray(cache.logmels[chunk], dtype=np.float32)[order])
+
+
+def logmel_windows(batches: Iterator[torch.Tensor], window_frames: int) -> Iterator[torch.Tensor]:
+    """The 1-s windows (n, n_mels, window_frames) of each batch of raw log-mels: what an exported graph,
+    which takes 1-s inputs, is checked and calibrated on. 1-s clips pass through unchanged."""
+    for logmel in batches:
+        windows = cut_windows(logmel, window_frames)
+        yield windows.reshape(-1, *windows.shape[2:])

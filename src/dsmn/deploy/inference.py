@@ -46,6 +46,7 @@ def _torch_logits(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callabl
     network.eval()
     device = next(network.parameters()).device
     channels_last = device.type == "cpu"
+    chunk = chunk if channels_last else max(chunk, 1024)  # a GPU is not cache-bound: large batches
     if channels_last:
         network.to(memory_format=torch.channels_last)
 
@@ -80,10 +81,12 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
         return LoadedModel(recipe.precision or "onnx", recipe.model_name, recipe,
                            lambda x: classifier.logits(x.numpy()), path)
     trained = load_trained(path, device if kind in (None, "float", "qat") else "cpu")
-    recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name)
+    recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
+                         long_clips=trained.long_clips)
     kind = kind or ("qat" if trained.is_qat else "float")
     if kind == "float":
-        return LoadedModel(kind, trained.model_name, recipe, _torch_logits(trained.float_model), trained.path, trained)
+        network = trained.float_model.to(device)
+        return LoadedModel(kind, trained.model_name, recipe, _torch_logits(network), trained.path, trained)
     if kind == "qat":
         if not trained.is_qat:
             raise ValueError(f"{trained.path} was trained without QAT: use --model-kind float (or int8)")
@@ -95,8 +98,8 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
         onnx_path = folder / f"model-{kind}.onnx"
         export_onnx(trained, onnx_path, kind)
         classifier = OnnxClassifier(onnx_path)
-        return LoadedModel(kind, trained.model_name, recipe, lambda x: classifier.logits(x.numpy()), onnx_path,
-                           trained)
+        return LoadedModel(kind, trained.model_name, classifier.recipe, lambda x: classifier.logits(x.numpy()),
+                           onnx_path, trained)
     raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
 
 

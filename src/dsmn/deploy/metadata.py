@@ -30,6 +30,12 @@ class InputRecipe:
     model_name: str = ""
     precision: str = ""
     checkpoint: str = ""  # JSON: which checkpoint of its run was exported (dsmn.deploy.trained.checkpoint_label)
+    long_clips: str = "windows"  # clips longer than 1 s: mean of 1-s window probabilities, or `whole` in one pass
+
+    @property
+    def window_frames(self) -> int:
+        """Frames of the network's 1-s input at this front end (44 for DSMN)."""
+        return self.frontend.n_frames(self.frontend.sample_rate)
 
 
 def metadata_for(recipe: InputRecipe) -> dict[str, str]:
@@ -52,7 +58,13 @@ def metadata_for(recipe: InputRecipe) -> dict[str, str]:
         f"{PREFIX}deltas": json.dumps(recipe.deltas),
         f"{PREFIX}delta_width": str(recipe.delta_width),
         f"{PREFIX}standardize": STANDARDIZE,
-        f"{PREFIX}frames_per_second_window": str(recipe.frontend.n_frames(recipe.frontend.sample_rate)),
+        f"{PREFIX}frames_per_second_window": str(recipe.window_frames),
+        f"{PREFIX}long_clips": recipe.long_clips,
+        f"{PREFIX}long_clips_rule": (
+            "clips longer than 1 s: windows = cut into 1-s windows (every frames_per_second_window frames, plus "
+            "one flush with the end), standardise each, average the windows' scene probabilities; whole = one "
+            "pass over the whole clip"
+        ),
     }
     for name, value in frontend.items():
         props[f"{PREFIX}frontend.{name}"] = json.dumps(value)
@@ -86,4 +98,5 @@ def read_recipe(props: dict[str, Any]) -> InputRecipe:
         model_name=props.get(f"{PREFIX}model_name", ""),
         precision=props.get(f"{PREFIX}precision", ""),
         checkpoint=props.get(f"{PREFIX}checkpoint", ""),
+        long_clips=props.get(f"{PREFIX}long_clips", "windows"),
     )

@@ -232,7 +232,7 @@ def export_onnx(
     network, calibrated = reference_network(trained, precision, calibration)
     model = to_onnx(network, input_shape(trained, 2), precision == "int8", compact)
     recipe = InputRecipe(trained.frontend, trained.deltas, trained.delta_width, model_name=trained.model_name,
-                         precision=precision, checkpoint=json.dumps(trained.label))
+                         precision=precision, checkpoint=json.dumps(trained.label))  # 1-s input: long clips by windows
     write_metadata(model, recipe)
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)

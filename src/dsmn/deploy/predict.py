@@ -4,7 +4,8 @@ Each file is decoded to mono 44.1 kHz (the data path's `load_audio`), turned int
 model's front end, and cut into 1-s windows (44 frames) as `dsmn.models.windowing` does: every 44
 frames, plus one window flush with the end when a tail is left over (so no window is padded); a file
 shorter than 1 s is zero-padded to 1 s. Each window is classified like a training clip; the clip's
-scene probabilities are the mean over its windows.
+scene probabilities are the mean over its windows (a model trained on whole long clips, TrainConfig
+`data.long_clips: whole`, classifies the whole file in one pass instead; its windows are still listed).
 Output: the DCASE Task 1 format, tab-separated `filename scene_label airport bus ... tram`.
 """
 
@@ -98,7 +99,7 @@ class Predictor:
         """Results in file order; windows of several files share a batch."""
         from tqdm import tqdm
 
-        pending: list[tuple[str, torch.Tensor, list[int], list[str]]] = []
+        pending: list[tuple[str, torch.Tensor, list[int], list[str], torch.Tensor | None]] = []
         pending_windows = 0
         bar = tqdm(files, desc="predicting", unit="file", disable=not progress, file=sys.stderr)
         for path, name in bar:
@@ -114,13 +115,14 @@ class Predictor:
                 logmels, starts = self.windows(samples)
                 if not torch.isfinite(logmels).all():
                     raise AudioError(path, NON_FINITE_LOGMEL)
+                whole = self.whole(samples) if self.recipe.long_clips == "whole" and len(starts) > 1 else None
             except AudioError as error:
                 yield FileFailure(name, error.reason)
                 continue
             except Exception as error:  # noqa: BLE001 - one odd file must not stop a folder of thousands
                 yield FileFailure(name, f"{type(error).__name__}: {error}")
                 continue
-            pending.append((name, logmels, starts, notes))
+            pending.append((name, logmels, starts, notes, whole))
             pending_windows += len(logmels)
             if pending_windows >= self.batch_size:
                 yield from self._flush(pending)
@@ -145,16 +147,23 @@ class Predictor:
         hop_s = self.recipe.frontend.hop_length / rate
         return FilePrediction(name, windows.mean(axis=0), windows, [s * hop_s for s in starts], notes)
 
-    def _flush(self, pending: list[tuple[str, torch.Tensor, list[int], list[str]]]) -> Iterator[FilePrediction]:
+    def whole(self, samples: np.ndarray) -> torch.Tensor:
+        """(1, n_mels, frames) raw log-mel of a whole file, for models trained on whole long clips."""
+        with torch.no_grad():
+            return self.logmel(torch.from_numpy(samples))[None]
+
+    def _flush(self, pending: list[tuple[str, torch.Tensor, list[int], list[str], torch.Tensor | None]]
+               ) -> Iterator[FilePrediction]:
         if not pending:
             return
         probabilities = self.scene_probabilities(torch.cat([p[1] for p in pending]))
         offset = 0
         hop_s = self.recipe.frontend.hop_length / self.recipe.frontend.sample_rate
-        for name, logmels, starts, notes in pending:
+        for name, logmels, starts, notes, whole in pending:
             windows = probabilities[offset : offset + len(logmels)]
             offset += len(logmels)
-            yield FilePrediction(name, windows.mean(axis=0), windows, [s * hop_s for s in starts], notes)
+            clip = windows.mean(axis=0) if whole is None else self.scene_probabilities(whole)[0]
+            yield FilePrediction(name, clip, windows, [s * hop_s for s in starts], notes)
 
 
 def header(classes: Sequence[str] = SCENES) -> list[str]:

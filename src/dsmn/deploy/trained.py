@@ -33,6 +33,7 @@ class TrainedModel:
     checkpoint: dict[str, Any]
     path: Path
     delta_width: int = 5
+    long_clips: str = "windows"  # how it was trained on clips longer than 1 s (TrainConfig data.long_clips)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,6 +44,11 @@ class TrainedModel:
     def network_input(self, logmel: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, frames) raw log-mel -> the network input (deltas, per-clip standardisation)."""
         return network_input(logmel, self.deltas, self.delta_width)
+
+    @property
+    def window_frames(self) -> int:
+        """Frames of the network's 1-s input at its front end (44 for DSMN)."""
+        return self.frontend.n_frames(self.frontend.sample_rate)
 
     def input_settings(self) -> dict[str, Any]:
         """Everything a deployment needs to rebuild the input from audio."""
@@ -158,4 +164,5 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         checkpoint=checkpoint,
         path=checkpoint_path,
         delta_width=int(train_config.get("delta_width", 5)),
+        long_clips=str((train_config.get("data") or {}).get("long_clips", "windows")),
     )

@@ -88,3 +88,9 @@ def score_devices(probabilities: np.ndarray, targets: np.ndarray, devices: Seque
             p, t = probabilities[mask], targets[mask]
             scores.append(GroupScore(group, int(mask.sum()), accuracy(p, t), log_loss(p, t)))
     return scores
+
+
+def window_accuracy(windows: np.ndarray, targets: np.ndarray) -> float:
+    """Share of 1-s windows (clips, windows, scenes) whose top scene is their clip's label: how well one
+    second alone is classified, beside the clip accuracy of their mean."""
+    return float((np.asarray(windows).argmax(axis=-1) == np.asarray(targets)[:, None]).mean())

@@ -41,6 +41,15 @@ def selected_on(label: dict, split: str) -> bool:
     return label.get("validation", "evaluate") == "evaluate" and split_name(label.get("val_split") or "") == split
 
 
+def _window_lines(result: Evaluation) -> list[str]:
+    """For clips longer than 1 s: how clips were scored, and the accuracy of single 1-s windows."""
+    if result.long_clips is None:
+        return []
+    how = "the mean of their windows' probabilities" if result.long_clips == "windows" else "one pass each"
+    return [f"- 1-s window accuracy: {_pct(result.window_accuracy)} % ({result.clips * result.windows_per_clip} "
+            f"windows, {result.windows_per_clip} per clip; the clip accuracy above scores clips by {how})"]
+
+
 def markdown(result: Evaluation) -> str:
     lines = [
         f"# {result.model} ({result.kind}) on {result.split}: {result.clips} clips",
@@ -49,6 +58,7 @@ def markdown(result: Evaluation) -> str:
         f"- accuracy: {_pct(result.accuracy)} %",
         f"- macro class-wise accuracy (DCASE ranking metric): {_pct(result.macro_accuracy)} %",
         f"- log loss: {_num(result.log_loss)}",
+        *_window_lines(result),
         "",
         "## Per class",
         "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +19,8 @@ from dsmn.labels import NUM_SCENES
 from dsmn.models.registry import available, entry
 
 DEFAULT_CLIP_FRAMES = 44  # DSMN front end: a 1-s clip gives 44 frames
+LONG_CLIP_MODES = ("windows", "whole")  # how a clip longer than 1 s is trained on and scored
+Probabilities = np.ndarray | torch.Tensor
 
 
 def clip_frames(model: nn.Module) -> int:
@@ -91,3 +94,33 @@ def classify_windows(
         flat = prepare(flat)
     probabilities = _inference(model, lambda: _scene_probabilities(model, flat))
     return probabilities.reshape(inputs.shape[0], len(starts), -1).mean(dim=1)
+
+
+def cut_windows(logmel: torch.Tensor, window_frames: int) -> torch.Tensor:
+    """(batch, mel, frames) -> (batch, windows, mel, window_frames): the non-overlapping 1-s windows of
+    `window_starts` (a 10-s clip of 431 frames gives 10 windows of 44)."""
+    starts = window_starts(logmel.shape[-1], window_frames, window_frames)
+    if len(starts) == 1 and logmel.shape[-1] <= window_frames:
+        return logmel.unsqueeze(1)
+    return torch.stack([logmel[..., s : s + window_frames] for s in starts], dim=1)
+
+
+def score_long_clips(
+    logmel: torch.Tensor, window_frames: int, mode: str, probabilities: Callable[[torch.Tensor], Probabilities]
+) -> tuple[Probabilities, Probabilities]:
+    """Scene probabilities of whole clips (batch, scenes) and of their 1-s windows (batch, windows, scenes).
+
+    `probabilities` maps raw log-mels (n, mel, frames) to scene probabilities (n, scenes), as a numpy
+    array or a tensor (returned in the same kind): the caller builds the network input and runs its
+    model. `mode` "windows": a clip's probabilities are the mean of its windows' (the model saw 1-s
+    windows in training); "whole": one pass over the whole clip (the model was trained on whole
+    clips). A clip of one window is that window either way.
+    """
+    if mode not in LONG_CLIP_MODES:
+        raise ValueError(f"long-clip mode must be one of {', '.join(LONG_CLIP_MODES)}, got {mode!r}")
+    windows = cut_windows(logmel, window_frames)
+    batch, count = windows.shape[:2]
+    per_window = probabilities(windows.reshape(batch * count, *windows.shape[2:])).reshape(batch, count, -1)
+    if count == 1 or mode == "windows":
+        return per_window.mean(1), per_window
+    return probabilities(logmel), per_window

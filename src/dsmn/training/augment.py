@@ -156,3 +156,14 @@ def freq_mixstyle(
     mixed_std = weight * std + (1 - weight) * std[partner]
     restyled = (logmel - mean) / std * mixed_std + mixed_mean
     return torch.where(chosen[:, None, None], restyled, logmel)
+
+
+def random_windows(logmel: torch.Tensor, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One window of `frames` frames per clip of (B, mel, T), at a position drawn uniformly per clip:
+    how a network trained on 1-s inputs sees a new second of every 10-s clip each epoch."""
+    batch, mels, total = logmel.shape
+    if total <= frames:
+        return logmel
+    starts = torch.randint(0, total - frames + 1, (batch, 1), generator=generator, device=logmel.device)
+    index = (starts + torch.arange(frames, device=logmel.device))[:, None, :].expand(batch, mels, frames)
+    return logmel.gather(2, index)

@@ -196,6 +196,11 @@ class DataConfig:
     val_batch_size: int = number(32, low=1)  # small: CPU activations stay in cache; raise on a GPU
     val_max_clips: int | None = number(None, low=1)  # validate on an evenly spread subset (quick runs)
     devices: list[str] | None = None  # train and validate on these recording devices only (device-specific models)
+    # clips longer than the network's 1-s input (TAU 2020's 10 s): `windows` trains on 1-s windows drawn at
+    # random positions every epoch and scores a clip by its windows' mean probabilities; `whole` trains and
+    # scores whole clips (the networks pool time globally)
+    long_clips: str = choice("windows", ("windows", "whole"))
+    windows_per_clip: int = number(1, low=1)  # `windows`: windows drawn from every clip per epoch
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """From a raw log-mel batch to the network's input and soft targets, in the recipe's order.
 
-device IR response or spectrum correction (raw log-mel, device-a clips) -> Freq-MixStyle (raw log-mel)
--> deltas + per-clip standardisation -> SpecAugment
+[a random 1-s window of a long clip] -> device IR response or spectrum correction (raw log-mel,
+device-a clips) -> Freq-MixStyle (raw log-mel) -> deltas + per-clip standardisation -> SpecAugment
 -> mixup (features, both soft targets and the teacher's probabilities, one lambda per batch).
 """
 
@@ -15,7 +15,15 @@ import torch
 
 from dsmn.features import deltas as delta_features
 from dsmn.features import standardize
-from dsmn.training.augment import coarse_matrix, freq_mixstyle, mixup, soft_targets, spec_augment, spectrum_correction
+from dsmn.training.augment import (
+    coarse_matrix,
+    freq_mixstyle,
+    mixup,
+    random_windows,
+    soft_targets,
+    spec_augment,
+    spectrum_correction,
+)
 from dsmn.training.config import TrainConfig
 from dsmn.training.data import RawBatch
 from dsmn.training.schedule import mixup_fraction
@@ -55,8 +63,9 @@ class TrainingInputs:
     """Applies the recipe's augmentations to raw batches; every part switchable by the config."""
 
     def __init__(self, config: TrainConfig, use_deltas: bool, correction: torch.Tensor | None,
-                 device_responses: torch.Tensor | None = None) -> None:
+                 device_responses: torch.Tensor | None = None, window_frames: int | None = None) -> None:
         self.config = config
+        self.window_frames = window_frames  # set: crop one random window per long clip (TAU 2020 windows mode)
         self.use_deltas = use_deltas
         self.correction = correction  # (pairs, mel) device responses, or None
         self.device_responses = device_responses  # (IRs, mel) log-mel responses of device IRs, or None
@@ -65,6 +74,8 @@ class TrainingInputs:
     def __call__(self, batch: RawBatch, epoch: int, rng: EpochRandomness) -> StepInputs:
         c = self.config
         logmel = batch.logmel
+        if self.window_frames is not None:
+            logmel = random_windows(logmel, self.window_frames, rng.device)
         ir_applied = False
         if c.device_ir.enabled and self.device_responses is not None:  # its own coin, before the correction's
             shifted = spectrum_correction(logmel, batch.is_reference, self.device_responses,

@@ -212,9 +212,11 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         lr = scheduler.start_epoch(epoch)
         rng = EpochRandomness.create(config.seed, epoch, dist.rank, device)
         torch.manual_seed(int(rng.host.integers(2**62)))  # dropout: a function of (seed, epoch, rank) too
-        batches = epoch_batches(len(d.train_table), config.batch_size, seed=config.seed, epoch=epoch,
+        # windows mode on long clips: `windows_per_clip` draws per clip, each a random second of it
+        draws = len(d.train_table) * d.windows_per_clip
+        batches = epoch_batches(draws, config.batch_size, seed=config.seed, epoch=epoch,
                                 rank=dist.rank, world_size=dist.world_size, drop_last=config.drop_last)
-        batches = batches[: config.max_batches_per_epoch]
+        batches = [b % len(d.train_table) for b in batches[: config.max_batches_per_epoch]]
         model.train()
         totals = torch.zeros(7, device=device)
         started, started_cpu = time.perf_counter(), time.process_time()
@@ -240,10 +242,11 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
 
         if main:  # validation, checkpoints and logs: rank 0 only (the others hold identical weights)
             with validation_threads(dist):
-                probabilities = predict_probabilities(
+                probabilities, windows = predict_probabilities(
                     net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
-                    batch_size=config.data.val_batch_size, channels_last=config.channels_last)
-            row.update(validation_metrics(probabilities, d.val_table))
+                    batch_size=config.data.val_batch_size, channels_last=config.channels_last,
+                    window_frames=d.window_frames, long_clips=config.data.long_clips)
+            row.update(validation_metrics(probabilities, d.val_table, windows))
             # with QAT, only epochs that trained the fake-quantised network compete: the int8 model is
             # what is reported (matters when QAT starts late)
             eligible = not qat.enabled or epoch >= config.qat.start_epoch
@@ -390,6 +393,8 @@ class TrainingData:
     use_deltas: bool
     describe: dict[str, Any]
     distilling: bool = False
+    window_frames: int = 44  # frames of the network's 1-s input at this front end (44 for DSMN)
+    windows_per_clip: int = 1  # draws per training clip and epoch (> 1 only for long clips in windows mode)
 
 
 def load_training_data(config: TrainConfig, data: Path, dist: Distributed,
@@ -449,6 +454,10 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed,
               f"recordings of reference device {reference!r} and another device; it changes nothing "
               "(--set spectrum_correction.enabled=false silences this)", flush=True)
     teacher = teacher_logits(config, train_table)
+    # long clips (TAU 2020: 10 s): the cache holds whole clips; windows mode crops a random second per draw
+    window_frames = frontend.n_frames(frontend.sample_rate)
+    clip_frames = int(cache.logmels.shape[-1])
+    windowed = clip_frames > window_frames and config.data.long_clips == "windows"
     describe = {"frontend": asdict(frontend), "deltas": use_deltas, "train_clips": len(train_table),
                 "val_clips": len(val_table), "validation": describe_validation(asdict(config.data)),
                 "correction_vectors": 0 if correction is None else len(correction),
@@ -456,12 +465,15 @@ def load_training_data(config: TrainConfig, data: Path, dist: Distributed,
                 "device_irs": 0 if device_responses is None else len(device_responses),
                 "data": str(dataset.root), "cache_dir": str(cache.directory),
                 "data_fingerprint": identity["data_fingerprint"],
-                "data_clips": {"train": identity["train_clips"], "val": identity["val_clips"]}}
+                "data_clips": {"train": identity["train_clips"], "val": identity["val_clips"]},
+                "clip_frames": clip_frames, "window_frames": window_frames,
+                "long_clips": config.data.long_clips if clip_frames > window_frames else None}
     return TrainingData(
         train_table, val_table, val_source,
         BatchReader(train_table, train_source, reference, workers=config.data.workers,
                     teacher_logits=None if teacher is None else teacher.to(dist.device)),
-        TrainingInputs(config, use_deltas, correction, device_responses), use_deltas, describe, teacher is not None,
+        TrainingInputs(config, use_deltas, correction, device_responses, window_frames if windowed else None),
+        use_deltas, describe, teacher is not None, window_frames, config.data.windows_per_clip if windowed else 1,
     )
 
 
@@ -633,6 +645,11 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
     if describe.get("teacher"):
         d = config.distillation
         parts.append(f"distilling from {describe['teacher']} (kd_lambda={d.kd_lambda:g}, T={d.temperature:g})")
+    if describe.get("long_clips"):
+        seconds = describe["clip_frames"] / describe["window_frames"]
+        parts.append(f"~{seconds:.0f}-s clips trained as {describe['long_clips']}"
+                     + (f" ({config.data.windows_per_clip} random 1-s window(s) per clip and epoch)"
+                        if describe["long_clips"] == "windows" else ""))
     lines = ["dsmn train: " + ", ".join(parts), *schedule_notes(config)]
     if start_epoch:
         lines.append(f"resuming at epoch {start_epoch + 1}/{config.epochs}")
