@@ -45,9 +45,9 @@ def test_each_epoch_draws_other_windows_the_same_way_every_time() -> None:
     inputs = TrainingInputs(config, True, None, window_frames=44)
     batch = RawBatch(torch.randn(4, 256, 431), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool))
     cpu = torch.device("cpu")
-    x0, _, _ = inputs(batch, 0, EpochRandomness.create(0, 0, 0, cpu))
-    x0_again, _, _ = inputs(batch, 0, EpochRandomness.create(0, 0, 0, cpu))
-    x1, _, _ = inputs(batch, 1, EpochRandomness.create(0, 1, 0, cpu))
+    x0 = inputs(batch, 0, EpochRandomness.create(0, 0, 0, cpu)).x
+    x0_again = inputs(batch, 0, EpochRandomness.create(0, 0, 0, cpu)).x
+    x1 = inputs(batch, 1, EpochRandomness.create(0, 1, 0, cpu)).x
     assert x0.shape == (4, 2, 256, 44) and torch.equal(x0, x0_again) and not torch.equal(x0, x1)
 
 
