@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dsmn import models
 from dsmn.cli import main
@@ -24,6 +25,7 @@ def test_cp_mobile_wide_is_registered_and_over_budget(capsys) -> None:
     assert row.split()[-1] == "NO"
 
 
+@pytest.mark.e2e
 def test_dsmn_train_trains_the_teacher_with_its_config(tiny_data: Path, tmp_path: Path) -> None:
     assert default_config_name("cp_mobile_wide") == "cp_mobile_wide"
     config = load_config("cp_mobile_wide")
