@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from dsmn import complexity, models
+from dsmn import complexity, files, models
 from dsmn.data.holdout import describe_validation
 from dsmn.deploy import export_onnx, load_trained
 from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips
@@ -313,9 +313,7 @@ def write_outputs(rows: list[dict[str, Any]], markdown: str, results: Path, out:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    files.write_json(path, payload, default=str)
 
 
 # --- command line ------------------------------------------------------------------------------------

@@ -87,9 +87,9 @@ def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate", devi
 def score_run(run_dir: Path, data: Path, split: str = "evaluate", device: str = "cpu") -> dict[str, Any]:
     """The run's selected checkpoint (best.pt, else last.pt) scored on `split`, with its last epoch's
     scores under "last_epoch" (the same figures when the last epoch was the selected one)."""
-    from dsmn.deploy.trained import resolve_checkpoint
+    from dsmn.models import find_checkpoint
 
-    selected = resolve_checkpoint(run_dir)
+    selected = find_checkpoint(run_dir)
     scores = score_checkpoint(selected, data, split, device)
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file() and last.resolve() != selected.resolve():

@@ -122,7 +122,7 @@ def build(config: TrainConfig, data: Path, device: torch.device):  # noqa: ANN20
     qat.start_epoch(net, 0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(config, params)
-    settings = StepSettings(config.multitask.mode, config.multitask.pcgrad, params, head=getattr(model, "head", None))
+    settings = StepSettings.for_run(config, model, params)  # the trainer's own step settings
     return table, reader, inputs, net, optimizer, settings
 
 

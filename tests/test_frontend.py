@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dsmn.data import load_audio, load_dataset
-from dsmn.features import FrontEndConfig, LogMel, deltas, model_input, standardize
+from dsmn.features import FrontEndConfig, LogMel, deltas, network_input, standardize
 from dsmn.features.logmel import cpu_block_size
 
 
@@ -55,7 +55,7 @@ def test_single_clip_and_float64() -> None:
 def test_silent_clip_gives_no_nan() -> None:
     logmel = LogMel()(torch.zeros(2, 44100))
     assert torch.all(logmel == -10.0)
-    x = model_input(logmel)
+    x = network_input(logmel)
     assert x.shape == (2, 2, 256, 44) and torch.isfinite(x).all() and torch.all(x == 0)
 
 
@@ -92,4 +92,4 @@ def test_runs_on_cuda() -> None:
     cpu = frontend(wave)
     gpu = frontend.to("cuda")(wave.cuda())
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-3)
-    assert model_input(gpu).device.type == "cuda"
+    assert network_input(gpu).device.type == "cuda"

@@ -34,14 +34,14 @@ from dsmn.quantization.quantizers import (
 def real_batch(tiny_data) -> tuple[torch.Tensor, torch.Tensor]:
     """32 training clips of the tiny synthetic set as model input, and their scene ids."""
     from dsmn.data import load_dataset
-    from dsmn.features import model_input
+    from dsmn.features import network_input
     from dsmn.features.cache import ensure_cache
 
     dataset = load_dataset(tiny_data)
     cache = ensure_cache(dataset, progress=False)
     clips = dataset.split("train")[:32]
     logmels = torch.from_numpy(cache.logmels[cache.rows(clips)].astype("float32"))
-    return model_input(logmels), torch.tensor([c.scene_id for c in clips])
+    return network_input(logmels), torch.tensor([c.scene_id for c in clips])
 
 
 def _randomise_batchnorms(model: nn.Module, seed: int = 0) -> None:

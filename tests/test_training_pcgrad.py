@@ -108,7 +108,7 @@ def test_sum_and_off_modes_use_one_backward_pass(mode: str) -> None:
     x, scene, coarse = batch(1)
     optimizer = RecordingSGD(list(model.parameters()))
     stats = train_step(model, x, scene, coarse, optimizer, StepSettings(mode, "full", list(model.parameters())))
-    assert stats.shape == (7,) and torch.isfinite(stats).all()
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in stats)
     head_bias = optimizer.seen[[n for n, _ in model.named_parameters()].index("head.3.bias")]
     assert (head_bias[10:].abs().sum() > 0) == (mode == "sum")  # coarse rows learn only in `sum`
 

@@ -12,7 +12,7 @@ import torch
 
 from dsmn import models
 from dsmn.data.audio import load_audio
-from dsmn.features import FrontEndConfig, LogMel, model_input, standardize
+from dsmn.features import FrontEndConfig, LogMel, network_input
 from dsmn.models.registry import frontend_input_shape
 from dsmn.models.windowing import clip_frames
 
@@ -44,9 +44,7 @@ def ten_second_logmel(path: Path, name: str) -> torch.Tensor:
 
 def prepare_for(name: str):
     """Raw log-mel windows -> the model's input: standardised log-mel, plus deltas when it takes them."""
-    if models.entry(name).deltas:
-        return model_input
-    return lambda logmel: standardize(logmel).unsqueeze(1)
+    return lambda logmel: network_input(logmel, models.entry(name).deltas)
 
 
 # --- window layout ---------------------------------------------------------------------------------

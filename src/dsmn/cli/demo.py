@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from dsmn.cli import main as dsmn_main
+from dsmn.files import write_json, write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -146,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "report.json", report)
     text = format_report(report)
-    (out / "report.md").write_text(text + "\n")
+    write_text(out / "report.md", text + "\n")
     print("\n" + text)
     return 0
 

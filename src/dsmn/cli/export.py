@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     if is_bundle(args.model):
         return run_bundle(args)
+
+    from dsmn.data import spread
     from dsmn.deploy import ExportCheckError, export_onnx, load_trained
-    from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips, spread
+    from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips
 
     trained = load_trained(args.model)
     tflite = args.format == "tflite"

@@ -7,6 +7,7 @@ from dsmn.data.errors import DatasetError
 from dsmn.data.filenames import parse_tau_name
 from dsmn.data.loading import load_dataset
 from dsmn.data.pairs import parallel_pairs
+from dsmn.data.selection import spread
 
 __all__ = [
     "SUBSET_SPLITS",
@@ -18,4 +19,5 @@ __all__ = [
     "load_dataset",
     "parallel_pairs",
     "parse_tau_name",
+    "spread",
 ]

@@ -5,7 +5,8 @@ from dsmn.deploy.metadata import InputRecipe, read_recipe
 from dsmn.deploy.onnx_export import ExportCheckError, ExportReport, export_onnx
 from dsmn.deploy.runtime import OnnxClassifier, create_session, optimized_operators
 from dsmn.deploy.torch_model import deployed_module
-from dsmn.deploy.trained import TrainedModel, load_trained, network_input
+from dsmn.deploy.trained import TrainedModel, load_trained
+from dsmn.features import network_input  # re-exported: the deployed input is the trained one
 
 __all__ = [
     "ExportCheckError",

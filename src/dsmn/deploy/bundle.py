@@ -15,10 +15,11 @@ list, is scored by the general model.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dsmn.files import write_text
 
 MANIFEST = "manifest.json"
 FORMAT = "dsmn-bundle"
@@ -100,9 +101,7 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

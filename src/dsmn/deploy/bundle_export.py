@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsmn.data import spread
 from dsmn.deploy.bundle import COMPLEXITY, GENERAL, Bundle, BundleError, model_complexity, submission_complexity
 from dsmn.deploy.bundle import write_json_atomic as _write_json
-from dsmn.deploy.data import logmel_batches, open_features, split_clips, spread
+from dsmn.deploy.data import logmel_batches, open_features, split_clips
 from dsmn.deploy.onnx_export import export_onnx
 from dsmn.deploy.trained import load_trained
 

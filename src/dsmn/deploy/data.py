@@ -36,14 +36,6 @@ def split_clips(data: str | Path | Dataset, split: str) -> tuple[Dataset, list[C
     return dataset, dataset.split(split_name(split))
 
 
-def spread(clips: Sequence[Clip], limit: int | None) -> list[Clip]:
-    """At most `limit` clips taken evenly over the list (every scene, city and device stays represented)."""
-    if limit is None or len(clips) <= limit:
-        return list(clips)
-    index = np.linspace(0, len(clips) - 1, limit).round().astype(int)
-    return [clips[i] for i in index]
-
-
 def logmel_batches(cache: FeatureCache, clips: Sequence[Clip], batch_size: int = 256) -> Iterator[torch.Tensor]:
     """Raw log-mels (batch, n_mels, frames) float32 of `clips`, in order."""
     rows = cache.rows(clips)

@@ -117,8 +117,3 @@ def _load_tflite(path: Path, kind: str | None, runtime: str) -> LoadedModel:
     recipe = classifier.recipe
     return LoadedModel("int8", recipe.model_name, recipe, lambda x: classifier.logits(x.numpy()), path)
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -29,8 +28,9 @@ from dsmn.deploy.qdq import quantize_initializers
 from dsmn.deploy.runtime import FLOAT_COMPUTE_OPERATORS, INT8_OPERATORS, create_session, optimized_operators
 from dsmn.deploy.torch_model import deployed_module
 from dsmn.deploy.trained import TrainedModel
-from dsmn.labels import NUM_SCENES
-from dsmn.quantization import calibrate, is_qat, prepare_qat, unwrap
+from dsmn.files import atomic_path
+from dsmn.models import split_logits, unwrap
+from dsmn.quantization import calibrate, is_qat, prepare_qat
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def compare(path: str | Path, network: nn.Module, inputs: Iterable[torch.Tensor]
         with torch.no_grad():
             expected = network(x).numpy()
         got = session.run(None, {name: x.numpy().astype(np.float32)})[0]
-        agree += int((got[:, :NUM_SCENES].argmax(1) == expected[:, :NUM_SCENES].argmax(1)).sum())
+        agree += int((split_logits(got)[0].argmax(1) == split_logits(expected)[0].argmax(1)).sum())
         count += len(x)
         worst = max(worst, float(np.abs(got - expected).max()))
     return count, agree / max(count, 1), worst
@@ -235,18 +235,13 @@ def export_onnx(
                          precision=precision, checkpoint=json.dumps(trained.label))  # 1-s input: long clips by windows
     write_metadata(model, recipe)
     onnx.checker.check_model(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = out.with_name(f".{out.stem}.tmp-{os.getpid()}.onnx")
-    try:
+    with atomic_path(out) as staged:  # the file appears only once the check has passed
         onnx.save(model, str(staged))
         try:
             report = _check(trained, model, network, staged, precision, calibrated, check_inputs, min_agreement)
         except ExportCheckError as error:
             raise ExportCheckError(f"{out} not written: {error}") from None
         report.path = str(out)
-        os.replace(staged, out)
-    finally:
-        staged.unlink(missing_ok=True)
     return report
 
 

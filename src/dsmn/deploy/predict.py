@@ -23,12 +23,13 @@ import soundfile as sf
 import torch
 
 from dsmn.data import AudioError, load_audio
-from dsmn.deploy.inference import LoadedModel, softmax
+from dsmn.deploy.inference import LoadedModel
 from dsmn.deploy.streaming import StreamingLogMel, file_seconds, stream_samples
-from dsmn.deploy.trained import network_input
-from dsmn.features import LogMel
+from dsmn.features import LogMel, network_input
 from dsmn.features.cache import NON_FINITE_LOGMEL
-from dsmn.labels import NUM_SCENES, SCENES
+from dsmn.files import atomic_path
+from dsmn.labels import SCENES
+from dsmn.models import outputs
 from dsmn.models.windowing import window_starts
 
 STREAM_SECONDS = 60.0  # files longer than this are decoded and transformed block by block
@@ -89,7 +90,7 @@ class Predictor:
 
     def scene_probabilities(self, logmels: torch.Tensor) -> np.ndarray:
         x = network_input(logmels, self.recipe.deltas, self.recipe.delta_width)
-        out = [softmax(self.model.logits(x[i : i + self.batch_size])[:, :NUM_SCENES])
+        out = [outputs.scene_probabilities(self.model.logits(x[i : i + self.batch_size]))
                for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out)
 
@@ -176,13 +177,17 @@ def prediction_row(filename: str, probabilities: np.ndarray, classes: Sequence[s
 
 def write_predictions(path: str | Path | io.TextIOBase, filenames: Sequence[str], probabilities: np.ndarray,
                       classes: Sequence[str] = SCENES) -> None:
-    """DCASE Task 1 output: tab-separated, one row per clip."""
-    handle = path if isinstance(path, io.TextIOBase) else open(path, "w", newline="")  # noqa: SIM115
-    try:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(header(classes))
-        for name, p in zip(filenames, probabilities, strict=True):
-            writer.writerow(prediction_row(name, p, classes))
-    finally:
-        if handle is not path:
-            handle.close()
+    """DCASE Task 1 output: tab-separated, one row per clip (a file is written atomically)."""
+    if isinstance(path, io.TextIOBase):
+        _write_rows(path, filenames, probabilities, classes)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        _write_rows(handle, filenames, probabilities, classes)
+
+
+def _write_rows(handle: io.TextIOBase, filenames: Sequence[str], probabilities: np.ndarray,
+                classes: Sequence[str]) -> None:
+    writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+    writer.writerow(header(classes))
+    for name, p in zip(filenames, probabilities, strict=True):
+        writer.writerow(prediction_row(name, p, classes))

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from dsmn.quantization import QATConfig, prepare_qat, unwrap
+from dsmn.models import unwrap
+from dsmn.quantization import QATConfig, prepare_qat
 from dsmn.quantization.folded import FoldedConv, FoldedLinear, _FoldedBase
 from dsmn.quantization.prepare import QATGraphModule, is_data_movement, returns_tuple, tensor_nodes
 from dsmn.quantization.quantizers import ACTIVATION_QMAX, ACTIVATION_QMIN, ActivationQuantizer, fake_quantize_weight

@@ -13,11 +13,9 @@ import torch
 from torch import nn
 
 from dsmn import models
-from dsmn.features import FrontEndConfig, deltas, standardize
-from dsmn.models.checkpoint import CheckpointError, CheckpointNotFoundError
+from dsmn.features import FrontEndConfig, network_input
+from dsmn.models.checkpoint import CheckpointError
 from dsmn.quantization import QATConfig, prepare_qat
-
-CHECKPOINT_CANDIDATES = ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
 
 
 @dataclass
@@ -58,14 +56,6 @@ class TrainedModel:
             "delta_width": self.delta_width,
             "standardize": "per clip and channel over (mel, frames): zero mean, unit std, std floored at 1e-5",
         }
-
-
-def network_input(logmel: torch.Tensor, use_deltas: bool, delta_width: int = 5) -> torch.Tensor:
-    """The recipe's input: [log-mel, deltas] (or log-mel alone), each standardised per clip."""
-    if logmel.dim() == 2:
-        logmel = logmel.unsqueeze(0)
-    channels = [logmel, deltas(logmel, delta_width)] if use_deltas else [logmel]
-    return standardize(torch.stack(channels, dim=1))
 
 
 def checkpoint_label(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -109,19 +99,6 @@ def describe_checkpoint(label: dict[str, Any] | None) -> str:
     return text + ")"
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for candidate in CHECKPOINT_CANDIDATES:
-            if (path / candidate).is_file():
-                return path / candidate
-        raise CheckpointNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"{path}: no such checkpoint or run folder")
-    return path
-
-
 def frontend_from(settings: dict[str, Any] | None, model_name: str) -> FrontEndConfig:
     """The checkpoint's recorded front end, else the one the model's registry entry asks for."""
     if settings is None:
@@ -136,7 +113,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     QAT checkpoints (`"qat"` + `"qat_state_dict"`) give the QAT network with its calibrated
     observers; `float_model` is always the plain float network.
     """
-    checkpoint_path = resolve_checkpoint(path)
+    checkpoint_path = models.find_checkpoint(path)
     checkpoint = models.read_checkpoint(checkpoint_path)
     try:
         float_model = models.model_from_checkpoint(checkpoint)

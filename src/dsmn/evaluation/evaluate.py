@@ -11,11 +11,12 @@ import torch
 
 from dsmn.data import Clip
 from dsmn.deploy.data import logmel_batches, open_features, split_clips, split_name
-from dsmn.deploy.inference import LoadedModel, load_for_inference, softmax
-from dsmn.deploy.trained import network_input
+from dsmn.deploy.inference import LoadedModel, load_for_inference
 from dsmn.evaluation import metrics
 from dsmn.evaluation.metrics import window_accuracy
+from dsmn.features import network_input
 from dsmn.labels import NUM_SCENES, SCENES
+from dsmn.models import outputs
 from dsmn.models.windowing import score_long_clips
 
 __all__ = ["Evaluation", "evaluate", "load_for_inference", "scene_logits", "scene_probabilities", "score"]
@@ -79,7 +80,7 @@ def scene_logits(loaded: LoadedModel, logmels, batch_size: int = 256) -> np.ndar
     for logmel in logmels:
         x = network_input(logmel, loaded.recipe.deltas, loaded.recipe.delta_width)
         for start in range(0, len(x), batch_size):
-            rows.append(loaded.logits(x[start : start + batch_size])[:, :NUM_SCENES])
+            rows.append(outputs.split_logits(loaded.logits(x[start : start + batch_size]))[0])
     return np.concatenate(rows) if rows else np.zeros((0, NUM_SCENES))
 
 
@@ -99,7 +100,7 @@ def clip_and_window_probabilities(loaded: LoadedModel, logmels, batch_size: int 
 
     def probabilities(logmel: torch.Tensor) -> np.ndarray:
         x = network_input(logmel, recipe.deltas, recipe.delta_width)
-        return np.concatenate([softmax(loaded.logits(x[start : start + batch_size])[:, :NUM_SCENES])
+        return np.concatenate([outputs.scene_probabilities(loaded.logits(x[start : start + batch_size]))
                                for start in range(0, len(x), batch_size)])
 
     clips, windows = [], []

@@ -12,6 +12,7 @@ import numpy as np
 from dsmn.deploy.data import split_name
 from dsmn.deploy.trained import describe_checkpoint
 from dsmn.evaluation.evaluate import Evaluation
+from dsmn.files import atomic_path, write_json, write_text
 from dsmn.labels import SCENES
 
 
@@ -81,7 +82,7 @@ def comparison_markdown(results: list[Evaluation]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "count", "accuracy", "log_loss"])
         writer.writeheader()
         writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
@@ -123,7 +124,8 @@ def confusion_png(result: Evaluation, path: Path) -> None:
     axes.set_title(f"{result.model} ({result.kind}), {result.split}: accuracy {_pct(result.accuracy)} %")
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120)
     plt.close(figure)
 
 
@@ -137,9 +139,9 @@ def write_report(result: Evaluation, folder: Path) -> dict[str, Path]:
         "per_device": folder / "per_device.csv",
         "confusion": folder / "confusion.png",
     }
-    paths["markdown"].write_text(markdown(result))
+    write_text(paths["markdown"], markdown(result))
     full = _json_safe({**result.summary(), "confusion": result.confusion, "confusion_order": list(SCENES)})
-    paths["json"].write_text(json.dumps(full, indent=2))
+    write_json(paths["json"], full)
     _write_csv(paths["per_class"], result.per_class)
     _write_csv(paths["per_device"], result.per_device)
     confusion_png(result, paths["confusion"])

@@ -2,7 +2,7 @@
 
 from dsmn.features.cache import CacheError, CacheMismatchError, FeatureCache, default_cache_dir, ensure_cache
 from dsmn.features.frontend import FrontEndConfig, LogMel, ModelInput
-from dsmn.features.logmel import deltas, log_mel, mel_filterbank, model_input, standardize
+from dsmn.features.logmel import deltas, log_mel, mel_filterbank, network_input, standardize
 
 __all__ = [
     "CacheError",
@@ -16,6 +16,6 @@ __all__ = [
     "deltas",
     "log_mel",
     "mel_filterbank",
-    "model_input",
+    "network_input",
     "standardize",
 ]

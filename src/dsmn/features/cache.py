@@ -35,6 +35,7 @@ from dsmn.data import Clip, Dataset
 from dsmn.data.audio import decode_task as _decode
 from dsmn.errors import UserError
 from dsmn.features.frontend import FrontEndConfig, LogMel
+from dsmn.files import atomic_path, write_text
 from dsmn.threads import leftover_threads, torch_threads
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,8 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
                 processed += len(rows)
             logmels.flush()
             _save_atomic(directory / "done.npy", done)
-            (directory / "failed.json").write_text(json.dumps(failed, indent=0, sort_keys=True))
+            write_text(directory / "failed.json", json.dumps(failed, indent=0, sort_keys=True))
+            processed += len(good)
             bar.update(len(chunk))
             if on_chunk is not None:
                 on_chunk(processed)
@@ -316,9 +318,8 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def _diff(old: dict, new: dict) -> str:

@@ -70,4 +70,4 @@ class ModelInput(nn.Module):
         self.delta_width = delta_width
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return F.model_input(logmel, self.delta_width)
+        return F.network_input(logmel, True, self.delta_width)

@@ -140,9 +140,15 @@ def standardize(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred / std.clamp_min(eps)
 
 
-def model_input(logmel: torch.Tensor, delta_width: int = 5) -> torch.Tensor:
-    """(batch, n_mels, frames) log-mel -> (batch, 2, n_mels, frames): standardised log-mel and deltas."""
+def network_input(logmel: torch.Tensor, use_deltas: bool = True, delta_width: int = 5) -> torch.Tensor:
+    """The network input from raw log-mels: the one definition that training, validation,
+    evaluation, export checks and prediction all call, so a deployed model sees exactly what it
+    was trained on.
+
+    (batch, n_mels, frames) (or one clip, (n_mels, frames)) -> (batch, 2, n_mels, frames):
+    [log-mel, deltas], each channel standardised per clip; (batch, 1, n_mels, frames) without deltas.
+    """
     if logmel.dim() == 2:
         logmel = logmel.unsqueeze(0)
-    stacked = torch.stack([logmel, deltas(logmel, delta_width)], dim=1)
-    return standardize(stacked)
+    channels = [logmel, deltas(logmel, delta_width)] if use_deltas else [logmel]
+    return standardize(torch.stack(channels, dim=1))

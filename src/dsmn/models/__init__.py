@@ -14,14 +14,22 @@ from dsmn.models import baselines as _baselines  # noqa: F401  (registers dcase2
 from dsmn.models import teachers as _teachers  # noqa: F401  (registers cp_mobile_wide, a teacher)
 # isort: on
 from dsmn.models.baselines import CPMobile, CPMobileConfig, DCASEBaselineCNN
-from dsmn.models.checkpoint import checkpoint_dict, load_model, model_from_checkpoint, read_checkpoint
-from dsmn.models.dsmn import DSMN, DSMN_VARIANTS, DSMNConfig, split_logits
+from dsmn.models.checkpoint import (
+    checkpoint_dict,
+    find_checkpoint,
+    load_model,
+    model_from_checkpoint,
+    read_checkpoint,
+)
+from dsmn.models.dsmn import DSMN, DSMN_VARIANTS, DSMNConfig
 from dsmn.models.dssc import DSSC_VARIANTS, DSSCVariant
 from dsmn.models.operators import OPERATORS, OSC, SC, SPC, operator_factory
 from dsmn.models.original import load_original
+from dsmn.models.outputs import scene_probabilities, split_logits
 from dsmn.models.registry import available, create, entry, register_model
 from dsmn.models.regularization import regularization_loss
 from dsmn.models.windowing import classify_clip, classify_windows, window_starts
+from dsmn.models.wrappers import unwrap
 
 __all__ = [
     "CPMobile",
@@ -47,8 +55,11 @@ __all__ = [
     "model_from_checkpoint",
     "read_checkpoint",
     "create",
+    "find_checkpoint",
     "entry",
     "load_original",
     "register_model",
+    "scene_probabilities",
     "split_logits",
+    "unwrap",
 ]

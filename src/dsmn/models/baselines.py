@@ -180,7 +180,6 @@ class CPMobile(nn.Module):
 
 
 @register_model(
-    "dcase2022_baseline",
     family="baseline",
     description="DCASE 2022/2023 baseline CNN: conv7x7 16-16-32, max-pools 5x5 and 4x100, dense 100-13; "
     "40 log-mel bands, 40 ms frames, 20 ms hop, 1 channel",
@@ -192,7 +191,6 @@ def dcase2022_baseline(**overrides) -> DCASEBaselineCNN:
 
 
 @register_model(
-    "cp_mobile",
     family="baseline",
     description="CP-Mobile-style (DCASE 2024 baseline scale): stem 8-32, inverted residuals 32x3, 56x2, 104x1, "
     "1x1 classifier to 13; DSMN log-mel 256 x 44, 1 channel",

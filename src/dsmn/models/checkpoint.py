@@ -59,17 +59,27 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
                               f"({str(error).splitlines()[0][:200]})") from None
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+RUN_CHECKPOINTS = ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's best checkpoint (lowest validation loss), else
+    its last one; FileNotFoundError naming the path when there is none."""
     path = Path(path)
     if path.is_dir():
-        for candidate in ("best.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt"):
+        for candidate in RUN_CHECKPOINTS:
             if (path / candidate).is_file():
-                path = path / candidate
-                break
-        else:
-            raise CheckpointNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
+                return path / candidate
+        raise CheckpointNotFoundError(f"{path}: no best.pt or last.pt checkpoint in this run folder")
     if not path.is_file():
-        raise CheckpointNotFoundError(f"{path}: no such checkpoint")
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint or run folder")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a file or run folder (see `find_checkpoint`); CheckpointError naming
+    the file when it is not a readable dsmn or PyTorch checkpoint."""
+    path = find_checkpoint(path)
     if path.suffix.lower() == ".onnx":
         raise CheckpointError(f"{path}: an exported ONNX model, not a checkpoint; give the checkpoint or run "
                               "folder it was exported from (or `dsmn predict` / `dsmn evaluate` the .onnx)")

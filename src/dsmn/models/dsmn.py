@@ -78,25 +78,42 @@ class DSMN(nn.Module):
         return self.head(self.embedding(x))
 
 
-def split_logits(logits: torch.Tensor, num_scenes: int = NUM_SCENES) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scene logits, coarse logits) from the joint output of a multi-task network."""
-    return logits[..., :num_scenes], logits[..., num_scenes:]
+def build_dsmn(name: str, **overrides) -> DSMN:
+    """The DSMN variant `name` of DSMN_VARIANTS; overrides are DSMNConfig fields (e.g. dropout)."""
+    return DSMN(DSMNConfig(**{**DSMN_VARIANTS[name].__dict__, **overrides}))
 
 
-def _register(name: str, config: DSMNConfig, blurb: str) -> None:
-    def build(**overrides) -> DSMN:
-        return DSMN(DSMNConfig(**{**config.__dict__, **overrides}))
-
-    build.__doc__ = blurb
-    register_model(name, family="dsmn", description=blurb)(build)
-
-
-def _describe(config: DSMNConfig) -> str:
+def describe(name: str) -> str:
+    """One line for `dsmn complexity` and the registry: block kinds and widths, head widths."""
+    config = DSMN_VARIANTS[name]
     pairs = zip(config.blocks, config.channels, strict=True)
     kinds = ", ".join(f"{'SB' if kind == 'split' else 'PB'}{width}" for kind, width in pairs)
     embed = sum(config.channels[config.embed_from :])
     return f"DSMN [{kinds}] head {embed}-{config.hidden}-{config.num_scenes + config.num_coarse}"
 
 
-for _name, _config in DSMN_VARIANTS.items():
-    _register(_name, _config, _describe(_config))
+# --- the registered networks (registration order is the listing order) --------------------------
+
+
+@register_model(family="dsmn", description=describe("model1"))
+def model1(**overrides) -> DSMN:
+    """DSMN model1: five split blocks, the DCASE 2023 submission's main system."""
+    return build_dsmn("model1", **overrides)
+
+
+@register_model(family="dsmn", description=describe("model2"))
+def model2(**overrides) -> DSMN:
+    """DSMN model2: one split block, then four plain blocks."""
+    return build_dsmn("model2", **overrides)
+
+
+@register_model(family="dsmn", description=describe("model3"))
+def model3(**overrides) -> DSMN:
+    """DSMN model3: five plain blocks."""
+    return build_dsmn("model3", **overrides)
+
+
+@register_model(family="dsmn", description=describe("model4"))
+def model4(**overrides) -> DSMN:
+    """DSMN model4: five split blocks, wider (128 channels), 64-unit hidden layer."""
+    return build_dsmn("model4", **overrides)

@@ -52,7 +52,9 @@ def build_dssc(variant: DSSCVariant, **overrides) -> DSMN:
     return model
 
 
-def describe(variant: DSSCVariant) -> str:
+def describe(name: str) -> str:
+    """One line for `dsmn complexity` and the registry: operator, stem, block widths, head widths."""
+    variant = DSSC_VARIANTS[name]
     config = variant.config
     options = "".join(f" {k}={v}" for k, v in variant.operator_options.items())
     embed = sum(config.channels[config.embed_from :])
@@ -63,13 +65,22 @@ def describe(variant: DSSCVariant) -> str:
     )
 
 
-def _register(name: str, variant: DSSCVariant) -> None:
-    def build(**overrides) -> DSMN:
-        return build_dssc(variant, **overrides)
-
-    build.__doc__ = describe(variant)
-    register_model(name, family="dssc", description=describe(variant))(build)
+# --- the registered networks (registration order is the listing order) --------------------------
 
 
-for _name, _variant in DSSC_VARIANTS.items():
-    _register(_name, _variant)
+@register_model(family="dssc", description=describe("dssc_large"))
+def dssc_large(**overrides) -> DSMN:
+    """DSSC Large: the OSC operator (orthonormal projections), widest blocks."""
+    return build_dssc(DSSC_VARIANTS["dssc_large"], **overrides)
+
+
+@register_model(family="dssc", description=describe("dssc_middle"))
+def dssc_middle(**overrides) -> DSMN:
+    """DSSC Middle: the SC operator (DSMN's separable operator), DSMN-like widths."""
+    return build_dssc(DSSC_VARIANTS["dssc_middle"], **overrides)
+
+
+@register_model(family="dssc", description=describe("dssc_small"))
+def dssc_small(**overrides) -> DSMN:
+    """DSSC Small: the SPC operator (spatial filtering on a quarter of the channels), narrow widths."""
+    return build_dssc(DSSC_VARIANTS["dssc_small"], **overrides)

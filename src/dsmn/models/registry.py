@@ -48,11 +48,14 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, family: str, description: str, frontend: dict | None = None, deltas: bool = True
+    *, family: str, description: str, frontend: dict | None = None, deltas: bool = True
 ) -> Callable[[Callable[..., nn.Module]], Callable]:
-    """Decorator: register `builder` under `name` (a later registration with the same name is an error)."""
+    """Decorator: register a builder function under its own name (`def model1(**overrides)` registers
+    "model1"), so every model name is written once, where the network is defined, and a search for
+    `def model1` finds it. A second registration of a name is an error."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         shape = frontend_input_shape(frontend, deltas)

@@ -24,5 +24,10 @@ def regularization_loss(model: nn.Module) -> torch.Tensor:
     return torch.zeros((), device=reference.device if reference is not None else None)
 
 
+def has_regularization(model: nn.Module) -> bool:
+    """Whether any module of `model` defines a penalty (`regularization_loss()`)."""
+    return any(_has_penalty(m) for m in model.modules())
+
+
 def _has_penalty(module: nn.Module) -> bool:
     return callable(getattr(module, "regularization_loss", None))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dsmn.labels import NUM_SCENES
+from dsmn.models.outputs import scene_probabilities
 from dsmn.models.registry import available, entry
 
 DEFAULT_CLIP_FRAMES = 44  # DSMN front end: a 1-s clip gives 44 frames
@@ -46,8 +47,7 @@ def window_starts(total_frames: int, window_frames: int, hop_frames: int) -> lis
 
 
 def _scene_probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    num_scenes = getattr(model, "num_scenes", NUM_SCENES)
-    return torch.softmax(model(inputs)[..., :num_scenes].float(), dim=-1)
+    return scene_probabilities(model(inputs), getattr(model, "num_scenes", NUM_SCENES))
 
 
 def _inference(model: nn.Module, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -81,7 +81,7 @@ def classify_windows(
     `inputs` is (batch, ..., frames); windows are cut along the last axis. Without `prepare` they
     are model inputs (batch, channels, mel, frames) and each window goes in as it is. With `prepare`
     they can be raw log-mels (batch, mel, frames) and `prepare` turns a batch of windows into model
-    input (e.g. `dsmn.features.model_input`): then every window is standardised, and gets its deltas,
+    input (e.g. `dsmn.features.network_input`): then every window is standardised, and gets its deltas,
     exactly like a 1-s training clip. `window_frames` and `hop_frames` default to the frames of one
     1-s clip at the model's front end (44 for DSMN/DSSC, 51 for the DCASE baseline CNN).
     """

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from dsmn.models.wrappers import unwrap
 from dsmn.quantization.config import QATConfig
 from dsmn.quantization.folded import FoldedConv, FoldedLinear, merge_geometry
 from dsmn.quantization.quantizers import ActivationQuantizer
@@ -97,7 +98,7 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     config = config or QATConfig()
     if not config.enabled:
         return model
-    if isinstance(getattr(model, "module", model), QATGraphModule):
+    if isinstance(unwrap(model), QATGraphModule):
         return model
     graph = _ConvLeafTracer().trace(model)
     modules = dict(model.named_modules())

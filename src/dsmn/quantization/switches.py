@@ -8,18 +8,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from dsmn.models.wrappers import unwrap
 from dsmn.quantization.folded import _FoldedBase
 from dsmn.quantization.prepare import QUANT_PREFIX, QATGraphModule
 from dsmn.quantization.quantizers import ActivationQuantizer
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def is_qat(model: nn.Module) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,20 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from dsmn.files import atomic_path
+
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """torch.save through `dsmn.files.atomic_path` (synced to disk): a kill never leaves half a file."""
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(payload, tmp)
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from dsmn.errors import UserError
+from dsmn.files import write_text
 
 
 class ConfigError(UserError, ValueError):
@@ -540,4 +541,4 @@ def check_value(value: Any, hint: Any, key: str, limits: Any = None) -> Any:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

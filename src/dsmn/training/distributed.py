@@ -141,8 +141,3 @@ def exit_worker(code: int) -> None:
     sys.stderr.flush()
     os._exit(code)
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a torch.compile wrapper and/or DistributedDataParallel."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

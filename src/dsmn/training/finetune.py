@@ -26,7 +26,7 @@ from dsmn.data import load_dataset
 from dsmn.data.holdout import split_holdout
 from dsmn.deploy.bundle import GENERAL, MANIFEST, Bundle
 from dsmn.labels import SEEN_DEVICES
-from dsmn.models import read_checkpoint
+from dsmn.models import find_checkpoint, read_checkpoint
 from dsmn.training import checkpoints
 from dsmn.training.config import config_from_dict, deep_merge, read_config_dict
 from dsmn.training.trainer import RunExistsError, train
@@ -62,11 +62,10 @@ def finetune(
 ) -> tuple[Bundle, list[DeviceResult]]:
     """Fine-tune a copy of `run` per device of `devices` on `data`; writes the bundle `out`."""
     from dsmn.deploy.bundle import write_complexity
-    from dsmn.deploy.trained import resolve_checkpoint
 
     out = Path(out)
     _prepare_bundle_dir(out, resume, overwrite)
-    general_path = resolve_checkpoint(run)
+    general_path = find_checkpoint(run)
     general = read_checkpoint(general_path)
     if general.get("format") != "dsmn" or not general.get("config"):
         raise ValueError(f"{general_path}: not a dsmn training checkpoint (no recipe to fine-tune with)")

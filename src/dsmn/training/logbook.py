@@ -7,10 +7,11 @@ that a killed run logged after its last checkpoint disappear instead of appearin
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from dsmn.files import atomic_path, write_json
 
 
 class Logbook:
@@ -40,12 +41,11 @@ class Logbook:
         keys: list[str] = []
         for row in self.history:
             keys.extend(k for k in row if k not in keys)
-        with open(self.run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
+        with atomic_path(self.run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
-        payload = {"epochs": self.history, "best": best or {}}
-        (self.run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
+        write_json(self.run_dir / "metrics.json", {"epochs": self.history, "best": best or {}}, default=float)
         if self.history:
             plot_curves(self.history, self.run_dir / "curves.png")
 
@@ -76,7 +76,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
-    tmp.replace(path)

@@ -13,8 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dsmn.features import deltas as delta_features
-from dsmn.features import standardize
+from dsmn.features import network_input
 from dsmn.training.augment import (
     coarse_matrix,
     freq_mixstyle,
@@ -27,12 +26,6 @@ from dsmn.training.augment import (
 from dsmn.training.config import TrainConfig
 from dsmn.training.data import RawBatch
 from dsmn.training.schedule import mixup_fraction
-
-
-def network_input(logmel: torch.Tensor, use_deltas: bool, delta_width: int = 5) -> torch.Tensor:
-    """(B, mel, T) raw log-mel -> (B, 2 or 1, mel, T): [log-mel, deltas] or log-mel, standardised per clip."""
-    channels = [logmel, delta_features(logmel, delta_width)] if use_deltas else [logmel]
-    return standardize(torch.stack(channels, dim=1))
 
 
 @dataclass

@@ -8,14 +8,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsmn.models import regularization_loss, split_logits
-from dsmn.training.distributed import Distributed, unwrap
+from dsmn.models import regularization_loss, split_logits, unwrap
+from dsmn.models.regularization import has_regularization
+from dsmn.training.distributed import Distributed
 from dsmn.training.pcgrad import flatten, pcgrad, tensor_reach
+
+if TYPE_CHECKING:
+    from dsmn.training.config import TrainConfig
 
 
 @dataclass
@@ -28,11 +33,57 @@ class StepSettings:
     merge: str = "per-tensor"  # per-tensor (the authors' PCGrad) | per-element (see training.pcgrad)
     coarse_weight: float = 1.0
     regularization_weight: float = 0.0
-    penalty: nn.Module | None = None  # the float network, when one of its modules defines a penalty
+    penalty_network: nn.Module | None = None  # the float network, when one of its modules defines a penalty
     head: nn.Module | None = None  # for shared-representation PCGrad: the head that reads the embedding
     dist: Distributed = field(default_factory=Distributed)
     kd_lambda: float = 0.02  # with a teacher: task loss = kd_lambda * label + (1 - kd_lambda) * T^2 * KL
     temperature: float = 2.0
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, float_model: nn.Module, params: list[nn.Parameter],
+                dist: Distributed | None = None, announce: bool = False) -> StepSettings:
+        """The step a training run takes for `config` (the trainer and the speed benchmark both use it)."""
+        return cls(
+            multitask=config.multitask.mode, pcgrad=pcgrad_mode(config, float_model, announce), params=params,
+            merge=config.multitask.merge,
+            coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
+            penalty_network=float_model if has_regularization(float_model) else None,
+            head=getattr(float_model, "head", None), dist=dist or Distributed(),
+            kd_lambda=config.distillation.kd_lambda, temperature=config.distillation.temperature,
+        )
+
+
+class StepResult(NamedTuple):
+    """What one step measured, as detached 0-d tensors on the training device (no host sync)."""
+
+    scene_loss: torch.Tensor  # label cross-entropy of the scene task
+    coarse_loss: torch.Tensor  # label cross-entropy of the coarse task
+    penalty: torch.Tensor  # the weighted regulariser (0 for networks without one)
+    accuracy: torch.Tensor  # scene accuracy against the (mixed) targets' argmax
+    scene_kd_loss: torch.Tensor  # T^2-scaled KL to the teacher, scene task (0 without a teacher)
+    coarse_kd_loss: torch.Tensor  # the same, coarse task
+    objective: torch.Tensor  # the loss actually optimised (label and distillation terms mixed) + penalty
+
+
+class StepTotals:
+    """Sums of StepResults over an epoch, kept on the device; read back with one host sync."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.sums = torch.zeros(len(StepResult._fields), device=device)
+        self.steps = 0
+
+    def add(self, result: StepResult) -> None:
+        self.sums += torch.stack(result)
+        self.steps += 1
+
+    def mean_scene_loss(self) -> float:
+        """The running mean scene loss (one host sync: for progress bars every few steps)."""
+        return self.sums[0].item() / max(1, self.steps)
+
+    def means(self, steps: int | None = None) -> dict[str, float]:
+        """Mean of each StepResult field over `steps` (default: the steps added), one host sync."""
+        values = (self.sums / max(1, self.steps if steps is None else steps)).tolist()
+        return dict(zip(StepResult._fields, values, strict=True))
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -79,9 +130,8 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     s: StepSettings,
     teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """One step; returns [scene label loss, coarse label loss, penalty, scene accuracy, scene KD loss,
-    coarse KD loss, optimised loss] as a detached tensor (KD losses 0 without a teacher)."""
+) -> StepResult:
+    """One step; returns its losses and accuracy as detached device tensors (KD losses 0 without a teacher)."""
     use_pcgrad = s.multitask == "pcgrad"
     shared_rep = use_pcgrad and s.pcgrad == "shared-representation"
     # PCGrad takes its gradients with autograd.grad and averages them across processes itself,
@@ -119,19 +169,27 @@ def train_step(
     with torch.no_grad():
         accuracy = (scene_logits.argmax(1) == scene_target.argmax(1)).float().mean()
         penalty_value = penalty.detach() if penalty is not None else torch.zeros_like(accuracy)
-        return torch.stack([scene_ce.detach(), coarse_ce.detach(), penalty_value, accuracy, kd[0], kd[1],
-                            objective + penalty_value])
+        return StepResult(scene_ce.detach(), coarse_ce.detach(), penalty_value, accuracy, kd[0], kd[1],
+                          objective + penalty_value)
 
 
 def penalty_term(s: StepSettings) -> torch.Tensor | None:
     """weight * dsmn.models.regularization_loss(model) for networks that define one, else None."""
-    if s.penalty is None or s.regularization_weight == 0:
+    if s.penalty_network is None or s.regularization_weight == 0:
         return None
-    return s.regularization_weight * regularization_loss(s.penalty)
+    return s.regularization_weight * regularization_loss(s.penalty_network)
 
 
-def has_penalty(model: nn.Module) -> bool:
-    return any(callable(getattr(m, "regularization_loss", None)) for m in model.modules())
+def pcgrad_mode(config: TrainConfig, model: nn.Module, announce: bool) -> str:
+    """The configured PCGrad variant; `full` for networks without a `head` module (the
+    shared-representation variant needs the embedding the head reads), with a notice."""
+    mode = config.multitask.pcgrad
+    if mode == "shared-representation" and getattr(model, "head", None) is None:
+        if announce:
+            print(f"note: {config.model} has no `head` module: PCGrad on every parameter instead of on the "
+                  "shared representation", flush=True)
+        return "full"
+    return mode
 
 
 def set_gradients(flat: torch.Tensor, params: list[nn.Parameter]) -> None:

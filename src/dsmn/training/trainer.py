@@ -5,9 +5,10 @@ RUN_DIR/
   checkpoints/best.pt    lowest validation loss so far;  checkpoints/last.pt  end of the last epoch
   metrics.csv, metrics.json, curves.png, tensorboard/
 
-The epoch loop is below in one piece: schedule -> batches -> augmentations -> `train_step` ->
-validation -> checkpoints. A killed run continues with `resume=True` from last.pt and ends exactly
-where an uninterrupted run would (data order and augmentation draws are functions of seed and epoch).
+`_train` is the epoch loop in one piece: learning rate and QAT switch -> batches -> augmented inputs
+-> `train_step` -> validation -> checkpoints -> logs; `start_run` builds what it works with. A killed
+run continues with `resume=True` from last.pt and ends exactly where an uninterrupted run would (data
+order and augmentation draws are functions of seed and epoch).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from dsmn import models
-from dsmn.data import load_dataset
+from dsmn.data import load_dataset, spread
 from dsmn.data.holdout import describe_validation, split_holdout
 from dsmn.errors import UserError
 from dsmn.threads import leftover_threads
@@ -51,7 +52,7 @@ from dsmn.training.pipeline import EpochRandomness, TrainingInputs
 from dsmn.training.qat import QATSchedule
 from dsmn.training.runlock import RunLock, RunLockedError
 from dsmn.training.schedule import EpochLR, schedule_notes
-from dsmn.training.step import StepSettings, has_penalty, train_step
+from dsmn.training.step import StepResult, StepSettings, StepTotals, train_step
 from dsmn.training.validation import predict_probabilities, validation_metrics
 from dsmn.training.warmstart import freeze_except, load_start_qat_state, load_start_weights
 
@@ -120,6 +121,128 @@ def train(
 
 def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, resume: bool, overwrite: bool,
            overrides: dict[str, Any], allow_changes: bool) -> RunResult:
+    """The run: set-up (`start_run`), then the epoch loop, step by step in the order things happen."""
+    run = start_run(config, data, run_dir, dist, resume, overwrite, overrides, allow_changes)
+    config, d, main = run.config, run.data, dist.is_main
+    epoch_bar = _bar(range(run.start_epoch, config.epochs), main and config.progress, initial=run.start_epoch,
+                     total=config.epochs, desc="epochs", unit="epoch")
+    for epoch in epoch_bar:
+        # 1. this epoch's learning rate; QAT switched on (and its observers / BatchNorm set) when due
+        lr = run.scheduler.start_epoch(epoch)
+        run.enter_qat(epoch)
+        # 2. the epoch's random draws and batches: functions of (seed, epoch, rank), so a resumed run repeats them
+        rng = EpochRandomness.create(config.seed, epoch, dist.rank, dist.device)
+        torch.manual_seed(int(rng.host.integers(2**62)))  # dropout: a function of (seed, epoch, rank) too
+        # windows mode on long clips: `windows_per_clip` draws per clip, each a random second of it
+        draws = len(d.train_table) * d.windows_per_clip
+        batches = epoch_batches(draws, config.batch_size, seed=config.seed, epoch=epoch,
+                                rank=dist.rank, world_size=dist.world_size, drop_last=config.drop_last)
+        batches = [b % len(d.train_table) for b in batches[: config.max_batches_per_epoch]]
+        # 3. batches -> augmented network inputs -> optimisation step
+        run.model.train()
+        totals = StepTotals(dist.device)
+        started, started_cpu = time.perf_counter(), time.process_time()
+        batch_bar = _bar(d.reader(batches), main and config.progress, total=len(batches), leave=False,
+                         desc=f"epoch {epoch + 1}", unit="batch")
+        for k, raw in enumerate(batch_bar):
+            step = d.inputs(raw, epoch, rng)
+            model = uncompiled(run.model) if run.eager_steps else run.model
+            result = train_step(model, step.x, step.scene, step.coarse, run.optimizer, run.settings,
+                                teacher=step.teacher)
+            check_finite(result, epoch, k, dist, run_dir, data)
+            totals.add(result)
+            run.eager_steps = max(0, run.eager_steps - 1)
+            if main and config.progress and (k % 50 == 0 or k == len(batches) - 1):  # .item() waits for the GPU
+                batch_bar.set_postfix(loss=f"{totals.mean_scene_loss():.3f}")
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+        row = training_row(epoch, lr, totals.means(len(batches)), seconds, cpu_seconds,
+                           len(batches) * config.batch_size, d.distilling)
+
+        if main:  # 4. validation, checkpoints and logs: rank 0 only (the others hold identical weights)
+            with validation_threads(dist):
+                probabilities, windows = predict_probabilities(
+                    run.net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
+                    batch_size=config.data.val_batch_size, channels_last=config.channels_last,
+                    window_frames=d.window_frames, long_clips=config.data.long_clips)
+            row.update(validation_metrics(probabilities, d.val_table, windows))
+            improved = run.record_best(row, epoch)
+            payload = run.checkpoint(epoch, [*run.logbook.history, row])
+            checkpoints.save_atomic(payload, run_dir / "checkpoints" / "last.pt")
+            if improved:
+                checkpoints.save_atomic(payload, run_dir / "checkpoints" / "best.pt")
+            run.logbook.log(row, _best_summary(run.best))
+            epoch_bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", best=f"{run.best['val_loss']:.3f}")
+        dist.barrier()
+
+    history = []
+    if run.logbook is not None:
+        run.logbook.close()
+        history = run.logbook.history
+    best = run.best
+    return RunResult(run_dir, config.epochs, best["epoch"], best["val_loss"], best["metrics"], history)
+
+
+def training_row(epoch: int, lr: float, means: dict[str, float], seconds: float, cpu_seconds: float,
+                 clips: int, distilling: bool) -> dict[str, Any]:
+    """The training half of an epoch's metrics row (validation adds the `val_*` keys)."""
+    row = {"epoch": epoch, "lr": lr,
+           "train_loss": means["scene_loss"] + means["coarse_loss"] + means["penalty"],
+           "train_scene_loss": means["scene_loss"], "train_coarse_loss": means["coarse_loss"],
+           "train_penalty": means["penalty"], "train_accuracy": means["accuracy"], "epoch_seconds": seconds,
+           "epoch_cpu_seconds": cpu_seconds, "train_clips_per_second": clips / max(seconds, 1e-9)}
+    if distilling:  # the T^2-scaled KL terms and the loss actually optimised (label + KD mixed)
+        row.update({"kd_loss": means["scene_kd_loss"], "kd_coarse_loss": means["coarse_kd_loss"],
+                    "train_objective": means["objective"]})
+    return row
+
+
+@dataclass
+class Run:
+    """Everything the epoch loop works with: built by `start_run`, fresh or from last.pt."""
+
+    config: TrainConfig
+    data: TrainingData
+    dist: Distributed
+    float_model: nn.Module  # the float network: owns the parameters, is what checkpoints store
+    net: nn.Module  # the network that trains: `float_model`, or its QAT version (same parameters)
+    model: nn.Module  # `net` wrapped for data-parallel training (DDP) when several processes run
+    qat: QATSchedule
+    optimizer: torch.optim.Optimizer
+    scheduler: EpochLR
+    settings: StepSettings
+    logbook: Logbook | None  # rank 0 only
+    start_epoch: int
+    best: dict[str, Any]
+    resumes: list[dict[str, Any]]  # the changes each resume made (recorded in the checkpoints)
+    eager_steps: int = 0  # steps still to run uncompiled (see `uncompiled`)
+
+    def enter_qat(self, epoch: int) -> None:
+        """Prepare the QAT network when `epoch` is the first QAT one (float_until_start), then set its
+        switches for the epoch. The QAT network shares the float parameters: the optimiser is unchanged."""
+        if self.qat.prepared_by(epoch) and self.net is self.float_model:
+            self.net = self.qat.prepare(self.float_model)
+            self.model = training_module(self.net, self.dist, self.config.compile)
+            self.eager_steps = 1 if self.config.compile else 0
+        self.qat.start_epoch(self.net, epoch)
+
+    def record_best(self, row: dict[str, Any], epoch: int) -> bool:
+        """Whether this epoch has the lowest validation loss so far. With QAT only epochs that trained
+        the fake-quantised network compete: the int8 model is what is reported (matters when QAT starts late)."""
+        eligible = not self.qat.enabled or epoch >= self.config.qat.start_epoch
+        improved = eligible and row["val_loss"] < self.best["val_loss"]
+        if improved:
+            self.best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
+        return improved
+
+    def checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        return checkpoint_payload(self.float_model, self.net, self.qat, self.optimizer, self.scheduler,
+                                  self.config, self.data.describe, epoch, history, self.best, self.resumes)
+
+
+def start_run(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, resume: bool, overwrite: bool,
+              overrides: dict[str, Any], allow_changes: bool) -> Run:
+    """Run folder, data, network (QAT-prepared when due), optimiser and schedule; restored from
+    checkpoints/last.pt when resuming (refused when the recipe or the data changed, unless allowed)."""
     state = _prepare_run_dir(run_dir, dist, resume, overwrite)
     changes: list[str] = []
     extended: list[str] = []
@@ -154,7 +277,6 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
 
-    # --- model, QAT, optimiser, schedule ----------------------------------------------------------
     torch.manual_seed(config.seed)
     float_model = models.create(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
@@ -186,86 +308,13 @@ def _train(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed, re
         history = list(state.get("metrics", []))
         best = {"val_loss": state["best_val_loss"], "epoch": state.get("best_epoch"),
                 "metrics": state.get("best_metrics", {})}
-    model = training_module(net, dist, config.compile)
-    eager_steps = 1 if config.compile else 0  # see `uncompiled`
-    settings = StepSettings(
-        multitask=config.multitask.mode, pcgrad=pcgrad_mode(config, float_model, main), params=params,
-        merge=config.multitask.merge,
-        coarse_weight=config.multitask.coarse_weight, regularization_weight=config.regularization_weight,
-        penalty=float_model if has_penalty(float_model) else None,
-        head=getattr(float_model, "head", None), dist=dist,
-        kd_lambda=config.distillation.kd_lambda, temperature=config.distillation.temperature,
-    )
+    settings = StepSettings.for_run(config, float_model, params, dist, announce=main)
     logbook = Logbook(run_dir, history) if main else None
     if main:
         print(_banner(config, d.describe, dist, start_epoch), flush=True)
-
-    # --- the epoch loop -----------------------------------------------------------------------------
-    epoch_bar = _bar(range(start_epoch, config.epochs), main and config.progress, initial=start_epoch,
-                     total=config.epochs, desc="epochs", unit="epoch")
-    for epoch in epoch_bar:
-        if qat.prepared_by(epoch) and net is float_model:
-            net = qat.prepare(float_model)  # float_until_start: same parameters, optimiser unchanged
-            model = training_module(net, dist, config.compile)
-            eager_steps = 1 if config.compile else 0
-        qat.start_epoch(net, epoch)
-        lr = scheduler.start_epoch(epoch)
-        rng = EpochRandomness.create(config.seed, epoch, dist.rank, device)
-        torch.manual_seed(int(rng.host.integers(2**62)))  # dropout: a function of (seed, epoch, rank) too
-        # windows mode on long clips: `windows_per_clip` draws per clip, each a random second of it
-        draws = len(d.train_table) * d.windows_per_clip
-        batches = epoch_batches(draws, config.batch_size, seed=config.seed, epoch=epoch,
-                                rank=dist.rank, world_size=dist.world_size, drop_last=config.drop_last)
-        batches = [b % len(d.train_table) for b in batches[: config.max_batches_per_epoch]]
-        model.train()
-        totals = torch.zeros(7, device=device)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        batch_bar = _bar(d.reader(batches), main and config.progress, total=len(batches), leave=False,
-                         desc=f"epoch {epoch + 1}", unit="batch")
-        for k, raw in enumerate(batch_bar):
-            step = d.inputs(raw, epoch, rng)
-            result = train_step(uncompiled(model) if eager_steps else model, step.x, step.scene, step.coarse,
-                                optimizer, settings, teacher=step.teacher)
-            check_finite(result, epoch, k, dist, run_dir, data)
-            totals += result
-            eager_steps = max(0, eager_steps - 1)
-            if main and config.progress and (k % 50 == 0 or k == len(batches) - 1):  # .item() waits for the GPU
-                batch_bar.set_postfix(loss=f"{totals[0].item() / (k + 1):.3f}")
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
-        totals = (totals / max(1, len(batches))).tolist()
-        row = {"epoch": epoch, "lr": lr, "train_loss": totals[0] + totals[1] + totals[2],
-               "train_scene_loss": totals[0], "train_coarse_loss": totals[1], "train_penalty": totals[2],
-               "train_accuracy": totals[3], "epoch_seconds": seconds, "epoch_cpu_seconds": cpu_seconds,
-               "train_clips_per_second": len(batches) * config.batch_size / max(seconds, 1e-9)}
-        if d.distilling:  # the T^2-scaled KL terms and the loss actually optimised (label + KD mixed)
-            row.update({"kd_loss": totals[4], "kd_coarse_loss": totals[5], "train_objective": totals[6]})
-
-        if main:  # validation, checkpoints and logs: rank 0 only (the others hold identical weights)
-            with validation_threads(dist):
-                probabilities, windows = predict_probabilities(
-                    net, d.val_table, d.val_source, use_deltas=d.use_deltas, delta_width=config.delta_width,
-                    batch_size=config.data.val_batch_size, channels_last=config.channels_last,
-                    window_frames=d.window_frames, long_clips=config.data.long_clips)
-            row.update(validation_metrics(probabilities, d.val_table, windows))
-            # with QAT, only epochs that trained the fake-quantised network compete: the int8 model is
-            # what is reported (matters when QAT starts late)
-            eligible = not qat.enabled or epoch >= config.qat.start_epoch
-            improved = eligible and row["val_loss"] < best["val_loss"]
-            if improved:
-                best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
-            payload = checkpoint_payload(float_model, net, qat, optimizer, scheduler, config, d.describe, epoch,
-                                         [*logbook.history, row], best, resumes)
-            checkpoints.save_atomic(payload, run_dir / "checkpoints" / "last.pt")
-            if improved:
-                checkpoints.save_atomic(payload, run_dir / "checkpoints" / "best.pt")
-            logbook.log(row, _best_summary(best))
-            epoch_bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", best=f"{best['val_loss']:.3f}")
-        dist.barrier()
-
-    if logbook is not None:
-        logbook.close()
-    result_history = logbook.history if logbook is not None else []
-    return RunResult(run_dir, config.epochs, best["epoch"], best["val_loss"], best["metrics"], result_history)
+    model = training_module(net, dist, config.compile)
+    return Run(config, d, dist, float_model, net, model, qat, optimizer, scheduler, settings, logbook,
+               start_epoch, best, resumes, eager_steps=1 if config.compile else 0)
 
 
 def training_module(net: nn.Module, dist: Distributed, compile_mode: bool | str = False) -> nn.Module:
@@ -285,22 +334,22 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def check_finite(step: torch.Tensor, epoch: int, index: int, dist: Distributed, run_dir: Path, data: Path) -> None:
+def check_finite(step: StepResult, epoch: int, index: int, dist: Distributed, run_dir: Path, data: Path) -> None:
     """Stop at the first NaN / infinite loss, before another step spreads it: name where, and what is kept.
 
     The weights of this step are already damaged, so nothing of it is saved; last.pt is the end of
     the previous epoch. All processes decide together (a process that raised alone would leave the
     others waiting for it).
     """
-    losses = torch.cat([step[:3], step[4:]])  # every loss term, not the accuracy
+    losses = torch.stack([value for name, value in step._asdict().items() if name != "accuracy"])
     bad = (~torch.isfinite(losses)).any().to(torch.float32).reshape(1)
     if float(dist.average_(bad)) == 0.0:
         return
     last = run_dir / "checkpoints" / "last.pt"
     kept = (f"{last} (end of epoch {epoch}) is kept" if epoch > 0 and last.is_file()
             else "no checkpoint was written yet")
-    losses = ", ".join(f"{name} {value:.4g}" for name, value in zip(("scene", "coarse", "penalty"), step[:3].tolist(),
-                                                                     strict=True))
+    losses = ", ".join(f"{name} {float(value):.4g}" for name, value in
+                       (("scene", step.scene_loss), ("coarse", step.coarse_loss), ("penalty", step.penalty)))
     if epoch > 0 and last.is_file():
         advice = (f"lower the learning rate (--lr) or remove the clips that cause it, then resume with `dsmn train "
                   f"--data {data} --out {run_dir} --resume --allow-changes`")
@@ -341,16 +390,6 @@ def data_changes(state: dict[str, Any], identity: dict[str, Any]) -> list[str]:
             f"{identity['train_clips']} / {identity['val_clips']} now)"]
 
 
-def pcgrad_mode(config: TrainConfig, model: nn.Module, announce: bool) -> str:
-    """The configured PCGrad variant; `full` for networks without a `head` module (the
-    shared-representation variant needs the embedding the head reads), with a notice."""
-    mode = config.multitask.pcgrad
-    if mode == "shared-representation" and getattr(model, "head", None) is None:
-        if announce:
-            print(f"note: {config.model} has no `head` module: PCGrad on every parameter instead of on the "
-                  "shared representation", flush=True)
-        return "full"
-    return mode
 
 
 @contextlib.contextmanager
@@ -596,13 +635,6 @@ def on_devices(clips: list, devices: list[str] | None) -> list:
         return clips
     wanted = set(devices)
     return [c for c in clips if c.device in wanted]
-
-
-def spread(clips: list, limit: int | None) -> list:
-    """At most `limit` clips, evenly spaced over the list (all scenes and devices stay represented)."""
-    if limit is None or len(clips) <= limit:
-        return clips
-    return [clips[i] for i in np.linspace(0, len(clips) - 1, limit).round().astype(int)]
 
 
 def _preload(config: TrainConfig, logmels: np.ndarray, rows: int) -> bool:

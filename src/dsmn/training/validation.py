@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from dsmn.evaluation.metrics import accuracy, log_loss, macro_accuracy, score_devices, window_accuracy
-from dsmn.models import split_logits
+from dsmn.features import network_input
+from dsmn.models import scene_probabilities
 from dsmn.models.windowing import score_long_clips
 from dsmn.training.data import ClipTable, LogMelRows
-from dsmn.training.pipeline import network_input, to_layout
+from dsmn.training.pipeline import to_layout
 
 
 @torch.inference_mode()
@@ -35,8 +36,7 @@ def predict_probabilities(
         out = []
         for start in range(0, len(logmel), batch_size):  # small batches: CPU activations stay in cache
             x = to_layout(network_input(logmel[start:start + batch_size], use_deltas, delta_width), channels_last)
-            scene_logits, _ = split_logits(model(x))
-            out.append(torch.softmax(scene_logits.float(), dim=1))  # stays on the device: no wait per batch
+            out.append(scene_probabilities(model(x)))  # stays on the device: no wait per batch
         return torch.cat(out)
 
     clips, windows = [], []
