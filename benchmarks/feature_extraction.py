@@ -1,7 +1,7 @@
 """Feature extraction speed: the cache builder against a per-file librosa loop, same files, same run.
 
-End to end for both: decode + log-mel; the cache also writes its float16 store. Measured twice: on
-the machine as it is, then while another process keeps one core busy (a shared machine), to show the
+End to end for both: decode + log-mel (docs/architecture.md); the cache also writes its float16 store.
+Measured twice: on the machine as it is, then while another process keeps one core busy (a shared machine), to show the
 cache builder keeps its lead there without any environment variable set by hand.
 
     python benchmarks/feature_extraction.py DATA [--limit 600] [--workers N] [--no-busy]

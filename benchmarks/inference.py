@@ -46,7 +46,7 @@ def _timed(fn, calls: int) -> list[float]:
     return times
 
 
-AUTHORS_INT8_MODEL1 = 77.0  # clips/s of the authors' int8 model1 on 2 CPU cores (SPEC section 8)
+AUTHORS_INT8_MODEL1 = 77.0  # clips/s of the authors' int8 model1 on 2 CPU cores (docs/benchmarks.md, reference figures)
 
 
 def engines(name: str, folder: Path, threads: int, compact: bool, raw: bool = False) -> dict[str, callable]:

@@ -1,10 +1,11 @@
 """How separable are the synthetic scenes by their average spectrum alone?
 
-Trains a logistic regression (standardised features) on each clip's time-averaged log-mel (SPEC
-section 3 front end) on fold1_train and reports fold1_evaluate accuracy, overall, on device a and on
+Trains a logistic regression (standardised features) on each clip's time-averaged log-mel (the DSMN
+front end, docs/architecture.md) on fold1_train and reports fold1_evaluate accuracy, overall, on device a and on
 the unseen devices s4..s6. Design targets for the `demo` set: overall <= 50 %, and s4..s6 at least 8
 points below device a. A model must therefore use temporal structure (events, rhythms, glides).
 
+    pip install -e ".[bench]"   # scikit-learn
     python benchmarks/synth_separability.py DATA [--cache DIR]
 """
 

@@ -7,7 +7,7 @@ timed with hooks on the network (forward) and the optimiser (step), so the measu
 the training code; on a GPU every mark synchronises first.
 
 Variants are printed side by side, with a plain float forward+backward of model1 as a yardstick
-measured in the same run (SPEC section 8 gives it as ~116 clips/s channels-last on an idle 2-core
+measured in the same run (docs/benchmarks.md gives it as ~116 clips/s channels-last on an idle 2-core
 machine, where the authors' full step runs at ~27 clips/s). These machines are shared: compare
 the ratios, not the absolute numbers of one run. The last lines put each variant against the
 authors' step through the yardstick (their step is 27/116 of it on the reference machine), which
@@ -60,8 +60,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 DEFAULT_VARIANTS = ("faithful", "faithful-float", "shared", "shared-float", "sum")
 PHASES = ("data", "forward", "backward", "optimizer", "other")
-AUTHORS_STEP = 27.0  # SPEC section 8: the authors' complete step, clips/s
-SPEC_YARDSTICK = 116.0  # SPEC section 8: float model1 forward+backward, channels-last, same machine
+AUTHORS_STEP = 27.0  # reference figure (docs/benchmarks.md): the authors' complete step, clips/s
+REFERENCE_YARDSTICK = 116.0  # reference figure: float model1 forward+backward, channels-last, same machine
 TARGET = 40.0  # issue: >= 1.5x the authors' step
 
 
@@ -117,7 +117,7 @@ def build(config: TrainConfig, data: Path, device: torch.device):  # noqa: ANN20
     model = models.create(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    qat = QATSchedule(config.qat)
+    qat = QATSchedule(config.qat, config.epochs)
     net = qat.prepare(model) if qat.enabled else model
     qat.start_epoch(net, 0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -229,12 +229,13 @@ def table(timings: list[Timing], reference: tuple[float, float]) -> str:
                  f"{reference[0]:.1f} clips/s, {reference[1]:.1f} clips/CPU-s")
     for t in timings:
         lines.append(f"- {t.name}: {t.description}")
-    lines += ["", "Against the SPEC section 8 reference figures (taken on an idle 2-core machine of this project):",
-              f"- the authors' step: {AUTHORS_STEP} clips/s, i.e. {AUTHORS_STEP / SPEC_YARDSTICK:.3f} x the yardstick "
-              f"there ({SPEC_YARDSTICK} clips/s); this machine's yardstick now: {reference[0]:.1f} clips/s "
-              f"(speed factor {reference[0] / SPEC_YARDSTICK:.2f})"]
+    lines += ["", "Against the reference figures of docs/benchmarks.md (an idle 2-core machine of this project):",
+              f"- the authors' step: {AUTHORS_STEP} clips/s, i.e. {AUTHORS_STEP / REFERENCE_YARDSTICK:.3f} x the "
+              "yardstick "
+              f"there ({REFERENCE_YARDSTICK} clips/s); this machine's yardstick now: {reference[0]:.1f} clips/s "
+              f"(speed factor {reference[0] / REFERENCE_YARDSTICK:.2f})"]
     for t in timings:
-        ratio = (t.clips_per_second / reference[0]) / (AUTHORS_STEP / SPEC_YARDSTICK)
+        ratio = (t.clips_per_second / reference[0]) / (AUTHORS_STEP / REFERENCE_YARDSTICK)
         lines.append(f"- {t.name}: {ratio:.2f}x the authors' step, load-independent (yardstick-relative); "
                      f"{ratio * AUTHORS_STEP:.1f} clips/s at the reference machine's speed (target >= {TARGET})")
     return "\n".join(lines)

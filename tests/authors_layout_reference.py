@@ -1,5 +1,5 @@
 """An independent, literal implementation of the DSMN definitions in the authors' module layout
-(SPEC section 4), written from the specification text only. Tests use it as the reference that
+(docs/architecture.md), written from that description only. Tests use it as the reference that
 `dsmn.models.load_original` must reproduce; it shares no code with dsmn.models.
 """
 

@@ -11,7 +11,7 @@ from dsmn.complexity import measure
 from dsmn.models.layers import DistillationBlock, SeparableOperator
 from dsmn.models.operators import OSC, SPC, orthonormality_penalty, partial_channels
 
-# (params, MACs per 1-s clip) measured with dsmn.complexity; widths are reconstructions (docs/models.md)
+# (params, MACs per 1-s clip) measured with dsmn.complexity; widths are reconstructions (docs/architecture.md)
 EXPECTED = {
     "dssc_large": (110_052, 21_385_413),
     "dssc_middle": (65_244, 9_902_369),

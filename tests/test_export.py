@@ -28,7 +28,7 @@ def make_run(data: Path, folder: Path, *, qat: bool = True, batches: int = 4) ->
     dataset, clips = split_clips(data, "train")
     cache = open_features(dataset, FrontEndConfig(), progress=False)
     float_model = models.create("model1")
-    config = QATConfig(observer_momentum=0.2)
+    config = QATConfig.recipe(observer_momentum=0.2)
     net = prepare_qat(float_model, config) if qat else float_model
     net.train()
     with torch.no_grad():

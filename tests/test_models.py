@@ -13,7 +13,7 @@ EXPECTED = {
     "model1": (45_164, 8_645_641),
     "model2": (56_172, 16_746_033),
     "model3": (56_556, 25_441_889),
-    # params exact; MACs 36 below the SPEC's 20,901,541 (see README, "model4")
+    # params exact; MACs 36 below the 20,901,541 of a reference reconstruction (docs/architecture.md, model4)
     "model4": (121_812, 20_901_505),
 }
 

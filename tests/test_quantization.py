@@ -148,7 +148,7 @@ def test_sum_of_time_and_frequency_convolutions_is_one_dilated_cross_kernel() ->
 
 def test_observer_state_round_trips_through_state_dict() -> None:
     torch.manual_seed(5)
-    config = QATConfig(observer_momentum=0.1)
+    config = QATConfig.recipe(observer_momentum=0.1)
     qat = prepare_qat(models.create("model1"), config)
     qat.train()
     for _ in range(2):
@@ -201,7 +201,7 @@ def test_channels_last_gives_the_same_logits() -> None:
 def test_qat_model_learns_real_clips(real_batch) -> None:
     x, y = real_batch[0][:16], real_batch[1][:16]
     torch.manual_seed(7)
-    qat = prepare_qat(models.create("model1", dropout=0.0), QATConfig(observer_momentum=0.1)).train()
+    qat = prepare_qat(models.create("model1", dropout=0.0), QATConfig.recipe(observer_momentum=0.1)).train()
     optimizer = torch.optim.Adam(qat.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):

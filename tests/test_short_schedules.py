@@ -31,7 +31,7 @@ def test_four_epochs_of_the_recipe_keep_its_shape() -> None:
 
 def test_the_demo_config_scales_from_its_own_ten_epochs() -> None:
     config = load_config("demo", ["epochs=20"])
-    assert (config.schedule.warmup_epochs, config.mixup.late_epoch, config.qat.start_epoch) == (2, 12, 17)
+    assert (config.schedule.warmup_epochs, config.mixup.late_epoch, config.qat_start_epoch) == (2, 12, 17)
     assert config.scaled_settings == {"epochs": [10, 20], "schedule.warmup_epochs": [1, 2],
                                       "mixup.late_epoch": [6, 12]}
 
@@ -41,8 +41,9 @@ def test_the_recipes_own_length_and_pinned_settings_are_left_alone() -> None:
     config = load_config("model1", ["epochs=4", "schedule.warmup_epochs=1", "qat.start_epoch=3"])
     assert (config.schedule.warmup_epochs, config.mixup.late_epoch, config.qat.start_epoch) == (1, 2, 3)
     scaled = load_config("model1", ["epochs=10", "qat.freeze_bn_epoch=8"])
-    assert scaled.qat.options["freeze_bn_epoch"] == 8  # pinned in the same overrides
-    assert load_config("model1", ["epochs=4"]).qat.options == {}  # unset QAT epochs stay unset
+    assert scaled.qat.freeze_bn_epoch == 8  # pinned in the same overrides
+    unset = load_config("model1", ["epochs=4"]).qat
+    assert (unset.freeze_bn_epoch, unset.freeze_observers_epoch) == (None, None)  # unset QAT epochs stay unset
 
 
 def test_a_schedule_that_does_not_fit_is_warned_about() -> None:

@@ -35,7 +35,7 @@ def test_correction_vectors_come_from_real_parallel_recordings(train_table) -> N
         assert a.recording == other.recording and a.scene == other.scene
     vectors = correction_vectors(take_rows(cache.logmels, ref_rows), take_rows(cache.logmels, other_rows))
     assert vectors.shape == (len(ref_rows), 256) and np.isfinite(vectors).all()
-    # the SPEC formula on one pair, computed directly in float64
+    # the recipe's formula (docs/recipe.md) on one pair, computed directly in float64
     a_power = np.mean(10.0 ** cache.logmels[ref_rows[0]].astype(np.float64), axis=1)
     o_power = np.mean(10.0 ** cache.logmels[other_rows[0]].astype(np.float64), axis=1)
     assert np.allclose(vectors[0], np.log10(o_power) - np.log10(a_power), atol=1e-4)

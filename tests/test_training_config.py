@@ -62,13 +62,14 @@ def test_relative_base_is_found_beside_the_file(tmp_path: Path) -> None:
     assert (c.model, c.epochs, c.batch_size) == ("model3", 5, 16)
 
 
-def test_qat_settings_beside_enabled_go_to_qat_config() -> None:
-    c = load_config("model1", ["qat.freeze_bn_epoch=90", "qat.observer_momentum=0.1"])
-    assert c.qat.options == {"freeze_bn_epoch": 90, "observer_momentum": 0.1}
+def test_the_qat_section_is_the_quantisation_settings_class() -> None:
+    from dsmn.quantization import QATConfig
     from dsmn.training.qat import QATSchedule
 
-    schedule = QATSchedule(c.qat)
-    assert schedule.config.freeze_bn_epoch == 90 and schedule.config.start_epoch == 0
+    c = load_config("model1", ["qat.freeze_bn_epoch=90", "qat.observer_momentum=0.1"])
+    assert isinstance(c.qat, QATConfig) and c.qat == QATConfig.recipe(freeze_bn_epoch=90, observer_momentum=0.1)
+    schedule = QATSchedule(c.qat, c.epochs)
+    assert schedule.config.freeze_bn_epoch == 90 and schedule.first_epoch == 0
 
 
 def test_parse_overrides_nests_and_parses_values() -> None:
@@ -95,9 +96,11 @@ def test_typos_and_bad_values_are_errors(tmp_path: Path) -> None:
 
 def test_negative_qat_start_counts_from_the_end() -> None:
     """The demo config trains QAT for its last epochs whatever --epochs says."""
-    assert load_config("demo", ["epochs=2"]).qat.start_epoch == 0
-    assert load_config("demo", ["epochs=10"]).qat.start_epoch == 7
-    assert load_config("demo", ["qat.start_epoch=-1", "epochs=5"]).qat.start_epoch == 4
+    assert load_config("demo", ["epochs=2"]).qat_start_epoch == 0
+    assert load_config("demo", ["epochs=10"]).qat_start_epoch == 7
+    config = load_config("demo", ["qat.start_epoch=-1", "epochs=5"])
+    assert config.qat_start_epoch == 4
+    assert config.qat.start_epoch == -1  # validation reads the config, it never rewrites it
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -140,3 +143,41 @@ def test_runs_that_could_never_save_best_are_refused() -> None:
     with pytest.raises(ConfigError, match="QAT would never start"):
         load_config("model1", ["epochs=3", "qat.start_epoch=3"]).check_trainable()
     load_config("model1", ["epochs=3", "qat.start_epoch=3", "qat.enabled=false"]).check_trainable()
+
+
+
+def test_a_missing_key_is_named_in_full(tmp_path: Path) -> None:
+    from dsmn.training.config import ConfigError, config_from_dict, read_config_dict
+
+    recipe = read_config_dict("dcase2023")
+    del recipe["mixup"]["late_epoch"]
+    from dsmn.training import config as schema
+
+    with pytest.raises(ConfigError, match=r"config key\(s\) mixup\.late_epoch missing"):
+        schema._build(schema.TrainConfig, recipe, "")
+    assert config_from_dict({"model": "model2"}).mixup.late_epoch == 60  # a partial dict: the recipe fills it
+
+
+def test_a_file_without_base_extends_the_recipe(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: model2\nepochs: 4\n")
+    c = load_config(mine)
+    assert (c.model, c.epochs, c.mixup.alpha, c.qat.observer_momentum) == ("model2", 4, 0.2, 0.01)
+
+
+def test_the_recipe_yaml_names_every_setting_and_the_schema_holds_no_values() -> None:
+    """dcase2023.yaml is the one place the values live: the schema classes have no defaults."""
+    import dataclasses
+    from typing import get_type_hints
+
+    from dsmn.training import config as schema
+
+    recipe = read_config_dict("dcase2023")
+    sections = [(hint, recipe[name]) for name, hint in get_type_hints(schema.TrainConfig).items()
+                if dataclasses.is_dataclass(hint)]
+    for cls, section in [(schema.TrainConfig, recipe), *sections]:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert names == set(section), cls.__name__
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), cls.__name__
+

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from dsmn.training.config import MixupConfig, ScheduleConfig
+from dsmn.training import load_config
+from dsmn.training.config import ScheduleConfig
 from dsmn.training.schedule import EpochLR, learning_rate, mixup_fraction
 
 RECIPE = ScheduleConfig(warmup_epochs=5, warmup_lr=5e-5, min_lr=1e-6)
@@ -44,6 +47,6 @@ def test_epoch_lr_sets_every_group_and_round_trips_its_state() -> None:
 
 
 def test_mixup_mixes_the_whole_batch_before_epoch_60_then_half() -> None:
-    recipe = MixupConfig()
+    recipe = load_config("dcase2023").mixup
     assert [mixup_fraction(e, recipe) for e in (0, 59, 60, 99)] == [1.0, 1.0, 0.5, 0.5]
-    assert mixup_fraction(0, MixupConfig(enabled=False)) == 0.0
+    assert mixup_fraction(0, dataclasses.replace(recipe, enabled=False)) == 0.0

@@ -1,4 +1,4 @@
-"""`dsmn synth OUT`: write a synthetic TAU-format development set (SPEC section 7)."""
+"""`dsmn synth OUT`: write a synthetic TAU-format development set (docs/data.md)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def deployed_module(
     if not isinstance(net, QATGraphModule):
         if quantized:
             raise ValueError("an int8 deployment needs a QAT (or calibrated) model; got a float model")
-        net = prepare_qat(net, QATConfig())
+        net = prepare_qat(net, QATConfig.recipe())
     modules = dict(net.named_modules())
     root: dict[str, object] = {}
     for node in net.graph.nodes:

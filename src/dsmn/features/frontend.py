@@ -14,7 +14,8 @@ from dsmn.features import logmel as F
 
 @dataclass(frozen=True)
 class FrontEndConfig:
-    """SPEC section 3. Any change alters the features, so caches key on `settings_hash()`."""
+    """The log-mel settings (docs/architecture.md). Any change alters the features, so caches key on
+    `settings_hash()`."""
 
     sample_rate: int = 44100
     n_fft: int = 4096

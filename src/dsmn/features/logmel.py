@@ -1,4 +1,4 @@
-"""Front-end functions on tensors: log-mel, deltas, per-clip standardisation (SPEC section 3).
+"""Front-end functions on tensors: log-mel, deltas, per-clip standardisation (docs/architecture.md).
 
 Pure functions, batched, device-agnostic (everything follows the input tensor). The filterbank is
 librosa's, so features equal `librosa.feature.melspectrogram` + log10 (tested on generated clips).

@@ -1,4 +1,4 @@
-"""The DSMN networks of the DCASE 2023 system (SPEC section 4): one class, four settings."""
+"""The DSMN networks of the DCASE 2023 system (docs/architecture.md): one class, four settings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DSSC networks (arXiv 2405.03567, SPEC section 6): DSMN's five-block layout with every block a
+"""The DSSC networks (arXiv 2405.03567; docs/architecture.md): DSMN's five-block layout with every block a
 split block (high/low frequency cut) and the separable operator swapped, one operator per network.
 
 The paper's widths are not public: the widths below are this project's reconstructions, chosen so

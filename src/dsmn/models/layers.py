@@ -1,4 +1,4 @@
-"""Building blocks of the DSMN family (SPEC section 4).
+"""Building blocks of the DSMN family (docs/architecture.md).
 
 Tensors inside the networks are laid out (batch, channels, time, frequency).
 """

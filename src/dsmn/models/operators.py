@@ -1,4 +1,4 @@
-"""The three separable operators of the DSSC family (SPEC section 6), each (cin, cout) -> module.
+"""The three separable operators of the DSSC family (docs/architecture.md), each (cin, cout) -> module.
 
 Every operator maps (batch, cin, time, freq) to (batch, cout, time, freq) and ends in BatchNorm +
 ReLU, so `DistillationBlock(..., operator=...)` takes any of them unchanged:

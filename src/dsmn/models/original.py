@@ -1,4 +1,4 @@
-"""Load checkpoints trained with the authors' DSMN code (SPEC section 4 key layout).
+"""Load checkpoints trained with the authors' DSMN code (key layout: docs/architecture.md).
 
 Their modules are named conv (stem), conv1..conv5 (blocks; each with dilaconv1..3, conv1..3, att,
 norm) and l1 / l2 (head); ours carry descriptive names. The mapping is a pure renaming, so a loaded

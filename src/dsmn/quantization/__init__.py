@@ -1,8 +1,8 @@
 """Quantisation-aware training on maintained aten fake-quant ops, and int8 deployment helpers.
 
-    >>> qat = prepare_qat(dsmn.models.create("model1"), QATConfig())
+    >>> qat = prepare_qat(dsmn.models.create("model1"), QATConfig.recipe())
     >>> logits = qat(x)                       # same signature, same parameter names
-    >>> torch.save({"qat_state_dict": qat.state_dict(), "qat": QATConfig().to_dict(), ...}, path)
+    >>> torch.save({"qat_state_dict": qat.state_dict(), "qat": QATConfig.recipe().to_dict(), ...}, path)
 """
 
 from dsmn.quantization.config import QATConfig

@@ -95,7 +95,7 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     Parameter names, the forward signature and the output are those of `model`. With
     `config.enabled` False the float model is returned as it is.
     """
-    config = config or QATConfig()
+    config = config or QATConfig.recipe()
     if not config.enabled:
         return model
     if isinstance(unwrap(model), QATGraphModule):

@@ -1,9 +1,11 @@
-"""Training configuration: YAML files with a `base:` chain, dotted overrides, typed sections.
+"""Training configuration: the schema of the YAML recipes, and how they are read.
 
-A config file names the file it extends (`base: dcase2023.yaml`) and lists only what differs, so the
-paper's recipe is written once and every model, demo or ablation config is a few lines of data.
-Names without a folder resolve to the YAMLs shipped in `dsmn/configs` (the repo's `configs/`).
-The dataclass defaults below are the DCASE 2023 recipe too, so a partial config is always complete.
+The values live in YAML only: `configs/dcase2023.yaml` (shipped in `dsmn/configs`) writes out the
+whole DCASE 2023 recipe, every key; a config file names the file it extends (`base: model1.yaml`)
+and lists only what differs, and a file without `base:` extends dcase2023.yaml. The dataclasses
+below are the schema: types and limits, no values of their own, so a key missing from the merged
+YAML, an unknown key or a value of the wrong type or range is an error naming the key in full
+(`mixup.late_epoch`). Reading a config never changes a value it checks. See docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 from dsmn.errors import UserError
 from dsmn.files import write_text
+from dsmn.quantization.config import QATConfig
 
 
 class ConfigError(UserError, ValueError):
@@ -33,6 +36,7 @@ class ConfigNotFoundError(ConfigError, FileNotFoundError):
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+RECIPE = "dcase2023"  # the complete config every other one extends
 MULTITASK_MODES = ("pcgrad", "sum", "off")
 PCGRAD_MODES = ("full", "shared-representation")
 VALIDATION_MODES = ("evaluate", "holdout")
@@ -42,28 +46,28 @@ OPTIMIZERS = ("radam", "adam", "adamw", "sgd")
 SUBSETS = ("split5", "split10", "split25", "split50", "split100")
 
 
-def choice(default: Any, options: tuple) -> Any:
+def choice(options: tuple) -> Any:
     """A field whose value must be one of `options` (checked when a config is read)."""
-    return field(default=default, metadata={"choices": options})
+    return field(metadata={"choices": options})
 
 
-def number(default: Any, low: float | None = None, high: float | None = None) -> Any:
+def number(low: float | None = None, high: float | None = None) -> Any:
     """A numeric field limited to [low, high] (either side open when None)."""
-    return field(default=default, metadata={"low": low, "high": high})
+    return field(metadata={"low": low, "high": high})
 
 
-def positive(default: float) -> Any:
+def positive() -> Any:
     """A number that must be above zero."""
-    return field(default=default, metadata={"above": 0})
+    return field(metadata={"above": 0})
 
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = choice("radam", OPTIMIZERS)
-    lr: float = positive(1e-3)
-    weight_decay: float = number(0.0, low=0.0)
-    implementation: str = choice("foreach", ("foreach", "fused", "loop"))  # fused only where torch has it
+    name: str = choice(OPTIMIZERS)
+    lr: float = positive()
+    weight_decay: float = number(low=0.0)
+    implementation: str = choice(("foreach", "fused", "loop"))  # fused only where torch has it
 
 
 @dataclass
@@ -75,39 +79,39 @@ class ScheduleConfig:
     N / the config's epochs, so a short run keeps the recipe's shape (see `scale_epoch_settings`).
     """
 
-    warmup_epochs: int = number(5, low=0)
-    warmup_lr: float = number(5e-5, low=0.0)
-    min_lr: float = number(1e-6, low=0.0)
-    scale_with_epochs: bool = True
+    warmup_epochs: int = number(low=0)
+    warmup_lr: float = number(low=0.0)
+    min_lr: float = number(low=0.0)
+    scale_with_epochs: bool
 
 
 @dataclass
 class MixupConfig:
     """One lambda ~ Beta(alpha, alpha) per batch; from `late_epoch` on only `late_fraction` of the batch."""
 
-    enabled: bool = True
-    alpha: float = positive(0.2)
-    late_epoch: int = number(60, low=0)
-    late_fraction: float = number(0.5, low=0.0, high=1.0)
+    enabled: bool
+    alpha: float = positive()
+    late_epoch: int = number(low=0)
+    late_fraction: float = number(low=0.0, high=1.0)
 
 
 @dataclass
 class SpectrumCorrectionConfig:
     """Add a stored device response (other device - device a) to device-a clips, per batch with `probability`."""
 
-    enabled: bool = True
-    probability: float = number(12 / 13, low=0.0, high=1.0)
-    reference_device: str = "a"
+    enabled: bool
+    probability: float = number(low=0.0, high=1.0)
+    reference_device: str
 
 
 @dataclass
 class SpecAugmentConfig:
     """Zero `time_stripes` frame stripes and `freq_stripes` bin stripes of width 0..max_width per clip."""
 
-    enabled: bool = True
-    time_stripes: int = number(2, low=0)
-    freq_stripes: int = number(2, low=0)
-    max_width: int = number(1, low=0)
+    enabled: bool
+    time_stripes: int = number(low=0)
+    freq_stripes: int = number(low=0)
+    max_width: int = number(low=0)
 
 
 @dataclass
@@ -116,10 +120,10 @@ class DeviceIRConfig:
     reference-device clips, per batch with `probability`. The bank joins spectrum correction (a batch
     the IR coin skips may still get a correction vector) or, with `replace_correction`, replaces it."""
 
-    enabled: bool = False
-    folder: str | None = None
-    probability: float = number(0.6, low=0.0, high=1.0)
-    replace_correction: bool = False
+    enabled: bool
+    folder: str | None
+    probability: float = number(low=0.0, high=1.0)
+    replace_correction: bool
 
 
 @dataclass
@@ -127,9 +131,9 @@ class FreqMixStyleConfig:
     """Freq-MixStyle: per clip with `probability`, its per-mel-band mean and std (over time) are mixed
     with another clip's with a weight ~ Beta(alpha, alpha). Published settings: p = 0.4, alpha = 0.3."""
 
-    enabled: bool = False
-    probability: float = number(0.4, low=0.0, high=1.0)
-    alpha: float = positive(0.3)
+    enabled: bool
+    probability: float = number(low=0.0, high=1.0)
+    alpha: float = positive()
 
 
 @dataclass
@@ -140,9 +144,9 @@ class DistillationConfig:
     T = `temperature`. Published (CPJKU, DCASE 2023): kd_lambda = 0.02, T = 2. `teacher: null`: off.
     """
 
-    teacher: str | None = None
-    kd_lambda: float = number(0.02, low=0.0, high=1.0)
-    temperature: float = positive(2.0)
+    teacher: str | None
+    kd_lambda: float = number(low=0.0, high=1.0)
+    temperature: float = positive()
 
 
 @dataclass
@@ -156,26 +160,10 @@ class MultitaskConfig:
     `per-element` (non-zero elements; the last layer's task rows get the sum). See training.pcgrad.
     """
 
-    mode: str = choice("pcgrad", MULTITASK_MODES)
-    pcgrad: str = choice("full", PCGRAD_MODES)
-    merge: str = choice("per-tensor", MERGE_RULES)
-    coarse_weight: float = number(1.0, low=0.0)  # `sum` mode only: loss = scene + coarse_weight * coarse
-
-
-@dataclass
-class QATSectionConfig:
-    """Quantisation-aware training. Keys other than these go to dsmn.quantization.QATConfig
-    (observer_momentum, freeze_observers_epoch, freeze_bn_epoch); they are kept in `options`.
-
-    `float_until_start`: train the plain float network before `start_epoch` (faster) instead of
-    preparing it at epoch 0 with fake quantisation off until `start_epoch`. A negative `start_epoch`
-    counts from the end (-3: QAT for the last three epochs), so it survives `--epochs N`.
-    """
-
-    enabled: bool = True
-    start_epoch: int = 0
-    float_until_start: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    mode: str = choice(MULTITASK_MODES)
+    pcgrad: str = choice(PCGRAD_MODES)
+    merge: str = choice(MERGE_RULES)
+    coarse_weight: float = number(low=0.0)  # `sum` mode only: loss = scene + coarse_weight * coarse
 
 
 @dataclass
@@ -185,23 +173,23 @@ class DataConfig:
     `holdout`: on `holdout_locations` recording locations per scene held out of the training split
     (deterministic, never trained on; see dsmn.data.holdout)."""
 
-    train_split: str = "train"
-    val_split: str = "evaluate"
-    validation: str = choice("evaluate", VALIDATION_MODES)
-    holdout_locations: int = number(2, low=1)  # per scene, with validation: holdout
-    subset: str | None = choice(None, (None, *SUBSETS))  # train on a DCASE 2024 subset instead of train_split
-    cache_dir: str | None = None  # default: the feature cache's own default location
-    preload: str = choice("auto", ("auto", "always", "never"))  # hold the training log-mels in (device) memory
-    preload_limit_gb: float = number(4.0, low=0.0)  # `auto` preloads below this size
-    workers: int = number(0, low=0)  # threads reading cache rows ahead of the step (memmap path)
-    val_batch_size: int = number(32, low=1)  # small: CPU activations stay in cache; raise on a GPU
-    val_max_clips: int | None = number(None, low=1)  # validate on an evenly spread subset (quick runs)
-    devices: list[str] | None = None  # train and validate on these recording devices only (device-specific models)
+    train_split: str
+    val_split: str
+    validation: str = choice(VALIDATION_MODES)
+    holdout_locations: int = number(low=1)  # per scene, with validation: holdout
+    subset: str | None = choice((None, *SUBSETS))  # train on a DCASE 2024 subset instead of train_split
+    cache_dir: str | None  # default: the feature cache's own default location
+    preload: str = choice(("auto", "always", "never"))  # hold the training log-mels in (device) memory
+    preload_limit_gb: float = number(low=0.0)  # `auto` preloads below this size
+    workers: int = number(low=0)  # threads reading cache rows ahead of the step (memmap path)
+    val_batch_size: int = number(low=1)  # small: CPU activations stay in cache; raise on a GPU
+    val_max_clips: int | None = number(low=1)  # validate on an evenly spread subset (quick runs)
     # clips longer than the network's 1-s input (TAU 2020's 10 s): `windows` trains on 1-s windows drawn at
     # random positions every epoch and scores a clip by its windows' mean probabilities; `whole` trains and
     # scores whole clips (the networks pool time globally)
-    long_clips: str = choice("windows", ("windows", "whole"))
-    windows_per_clip: int = number(1, low=1)  # `windows`: windows drawn from every clip per epoch
+    long_clips: str = choice(("windows", "whole"))
+    windows_per_clip: int = number(low=1)  # `windows`: windows drawn from every clip per epoch
+    devices: list[str] | None  # train and validate on these recording devices only (device-specific models)
 
 
 @dataclass
@@ -213,62 +201,65 @@ class FinetuneConfig:
     are trained (e.g. [head] or [blocks.4, head]); None trains the whole network.
     """
 
-    checkpoint: str | None = None
-    trainable: list[str] | None = None
+    checkpoint: str | None
+    trainable: list[str] | None
 
 
 @dataclass
 class TrainConfig:
-    model: str = "model1"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = number(100, low=1)
-    batch_size: int = number(32, low=1)
-    seed: int = number(0, low=0, high=2**32 - 1)
-    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda(:\d+)?|mps",
+    model: str
+    model_kwargs: dict[str, Any]
+    epochs: int = number(low=1)
+    batch_size: int = number(low=1)
+    seed: int = number(low=0, high=2**32 - 1)
+    device: str = field(metadata={"pattern": r"auto|cpu|cuda(:\d+)?|mps",
                                                   "pattern_doc": "auto, cpu, cuda, cuda:N or mps"})
-    threads: int | None = number(None, low=1)  # torch intra-op threads on the CPU (None: torch's default)
-    channels_last: bool = True
-    deltas: bool | None = None  # None: what the model's registry entry says
-    delta_width: int = number(5, low=3)
-    regularization_weight: float = number(1.0, low=0.0)  # weight of dsmn.models.regularization_loss(model), if defined
-    drop_last: bool = True
-    max_batches_per_epoch: int | None = number(None, low=1)  # cut epochs short (smoke tests); None: all
-    progress: bool = True  # tqdm bars (epochs and batches)
+    threads: int | None = number(low=1)  # torch intra-op threads on the CPU (None: torch's default)
+    channels_last: bool
+    deltas: bool | None  # None: what the model's registry entry says
+    delta_width: int = number(low=3)
+    regularization_weight: float = number(low=0.0)  # weight of dsmn.models.regularization_loss(model), if defined
+    drop_last: bool
+    max_batches_per_epoch: int | None = number(low=1)  # cut epochs short (smoke tests); None: all
+    progress: bool  # tqdm bars (epochs and batches)
     # torch.compile the network for training: false | true (= "default") | a torch.compile mode
     # ("reduce-overhead": also CUDA graphs, "max-autotune-no-cudagraphs"). Fewer, fused GPU kernels.
-    compile: bool | str = False
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    mixup: MixupConfig = field(default_factory=MixupConfig)
-    spectrum_correction: SpectrumCorrectionConfig = field(default_factory=SpectrumCorrectionConfig)
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    device_ir: DeviceIRConfig = field(default_factory=DeviceIRConfig)
-    freq_mixstyle: FreqMixStyleConfig = field(default_factory=FreqMixStyleConfig)
-    distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
-    qat: QATSectionConfig = field(default_factory=QATSectionConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    compile: bool | str
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    mixup: MixupConfig
+    spectrum_correction: SpectrumCorrectionConfig
+    specaugment: SpecAugmentConfig
+    device_ir: DeviceIRConfig
+    freq_mixstyle: FreqMixStyleConfig
+    distillation: DistillationConfig
+    multitask: MultitaskConfig
+    qat: QATConfig  # the quantisation package's own settings class: QAT is defined once
+    data: DataConfig
+    finetune: FinetuneConfig
     # what an `epochs` override scaled: {"epochs": [config's, run's], "mixup.late_epoch": [was, now], ...}
-    scaled_settings: dict[str, list[int]] = field(default_factory=dict)
+    scaled_settings: dict[str, list[int]]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def qat_start_epoch(self) -> int:
+        """The first QAT epoch: `qat.start_epoch`, counted from the end when negative (-3: the last
+        three epochs), so a config survives `--epochs N`."""
+        return self.qat.first_epoch(self.epochs)
+
     def validate(self) -> TrainConfig:
-        """Checks across keys (each key's own type and range is checked when the config is read)."""
+        """Checks across keys (each key's own type and range is checked when the config is read);
+        changes nothing."""
         from dsmn import models
 
         if self.model not in models.available():
             raise ConfigError(f"config key model: unknown model {self.model!r}; available: "
                               f"{', '.join(models.available())}")
-        if self.qat.start_epoch < 0:  # counted from the end
-            self.qat.start_epoch = max(0, self.epochs + self.qat.start_epoch)
         if self.device_ir.enabled and not self.device_ir.folder:
             raise ConfigError("device_ir.enabled needs device_ir.folder (a folder of impulse response WAVs)")
-        if self.compile is True:
-            self.compile = "default"
-        if self.compile is not False and self.compile not in COMPILE_MODES:
+        if self.compile is not False and self.compile is not True and self.compile not in COMPILE_MODES:
             raise ConfigError(f"config key compile: {self.compile!r} is not false, true or one of "
                               f"{', '.join(COMPILE_MODES)}")
         if self.compile and self.multitask.mode == "pcgrad" and self.multitask.pcgrad == "shared-representation":
@@ -278,8 +269,8 @@ class TrainConfig:
 
     def check_trainable(self) -> None:
         """Refuse settings under which a run would end without a usable best.pt."""
-        if self.qat.enabled and self.qat.start_epoch >= self.epochs:
-            raise ConfigError(f"qat.start_epoch {self.qat.start_epoch} is not before the last epoch ({self.epochs} "
+        if self.qat.enabled and self.qat_start_epoch >= self.epochs:
+            raise ConfigError(f"qat.start_epoch {self.qat_start_epoch} is not before the last epoch ({self.epochs} "
                               "epochs): QAT would never start and no epoch could become best.pt; lower "
                               "qat.start_epoch, raise epochs, or set qat.enabled=false")
         if self.data.val_max_clips is not None and self.data.val_max_clips < 1:
@@ -361,7 +352,7 @@ def load_config(
     name: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> TrainConfig:
     """Read a config (default: the DCASE 2023 recipe for model1), apply overrides, check it."""
-    data = read_config_dict(name) if name is not None else {}
+    data = deep_merge(read_config_dict(RECIPE), read_config_dict(name if name is not None else RECIPE))
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     return config_from_dict(apply_overrides(data, overrides or {}))
@@ -373,7 +364,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     if "epochs" in overrides:
         limits = {"low": 1}
         merged["epochs"] = check_value(merged["epochs"], int, "epochs", limits)  # before it is computed with
-        config_epochs = check_value(data.get("epochs", TrainConfig.epochs), int, "epochs", limits)
+        config_epochs = check_value(data["epochs"], int, "epochs", limits)
         merged = scale_epoch_settings(merged, config_epochs, overrides)
     return merged
 
@@ -396,26 +387,18 @@ def scale_epoch_settings(data: dict[str, Any], config_epochs: int, pinned: dict[
     out = copy.deepcopy(data)
     scaled: dict[str, list[int]] = {}
     for key in EPOCH_SETTINGS:
-        if _get(pinned, key, None) is not None or _get(pinned, key.replace("qat.", "qat.options."), None) is not None:
+        if _get(pinned, key, None) is not None:
             continue
-        for path in (key, key.replace("qat.", "qat.options.")) if key.startswith("qat.") else (key,):
-            value = _get(out, path, _default(key) if path == key else None)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                continue
-            new = math.floor(value * epochs / config_epochs + 0.5)
-            if new != value:
-                _set(out, path, new)
-                scaled[key] = [value, new]
+        value = _get(out, key, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            continue
+        new = math.floor(value * epochs / config_epochs + 0.5)
+        if new != value:
+            _set(out, key, new)
+            scaled[key] = [value, new]
     if scaled:
         out["scaled_settings"] = {"epochs": [config_epochs, epochs], **scaled}
     return out
-
-
-def _default(key: str) -> Any:
-    """The dataclass default of a dotted key (the config file may leave it out)."""
-    section, _, leaf = key.partition(".")
-    holder = {"schedule": ScheduleConfig(), "mixup": MixupConfig(), "qat": QATSectionConfig()}[section]
-    return getattr(holder, leaf, None)
 
 
 def _get(data: dict[str, Any], dotted: str, default: Any) -> Any:
@@ -436,17 +419,18 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    data = copy.deepcopy(data)
-    if isinstance(data.get("qat"), dict):  # QATConfig settings written beside enabled / start_epoch
-        own = {f.name for f in fields(QATSectionConfig)}
-        qat = data["qat"]
-        extra = {k: qat.pop(k) for k in list(qat) if k not in own}
-        qat["options"] = {**qat.get("options", {}), **extra}
-        from dsmn.quantization.config import QATConfig
-
-        checked = _build(QATConfig, qat["options"], "qat.")  # the same type checks for these keys
-        qat["options"] = {k: getattr(checked, k) for k in qat["options"]}
+    """A checked TrainConfig from a config dict; keys it lacks come from the recipe (dcase2023.yaml)."""
+    data = deep_merge(read_config_dict(RECIPE), _upgrade(data))
     return _build(TrainConfig, data, "").validate()
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved by earlier versions (in checkpoints) kept extra QAT settings under `qat.options`."""
+    qat = data.get("qat")
+    if not isinstance(qat, dict) or "options" not in qat:
+        return data
+    qat = {k: v for k, v in qat.items() if k != "options"} | dict(qat["options"] or {})
+    return {**data, "qat": qat}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -457,6 +441,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
                           f"expected among {', '.join(sorted(known))}")
+    missing = [k for k in known if k not in data]
+    if missing:
+        raise ConfigError(f"config key(s) {', '.join(where + k for k in missing)} missing")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

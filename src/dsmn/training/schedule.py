@@ -78,8 +78,8 @@ def schedule_notes(config: TrainConfig) -> list[str]:
     if config.mixup.enabled and config.mixup.late_fraction != 1.0 and config.mixup.late_epoch >= epochs:
         notes.append(f"warning: mixup.late_epoch={config.mixup.late_epoch} >= epochs={epochs}: mixup mixes the "
                      "whole batch in every epoch (the switch to half the batch never comes)")
-    if config.qat.enabled and config.qat.start_epoch >= epochs:
-        notes.append(f"warning: qat.start_epoch={config.qat.start_epoch} >= epochs={epochs}: fake quantisation "
+    if config.qat.enabled and config.qat_start_epoch >= epochs:
+        notes.append(f"warning: qat.start_epoch={config.qat_start_epoch} >= epochs={epochs}: fake quantisation "
                      "never starts, so no epoch qualifies for best.pt")
     return notes
 
@@ -91,8 +91,6 @@ def _still_scaled(config: TrainConfig, scaled: dict[str, list]) -> bool:
         node: object = values if key != "epochs" else {"epochs": config.epochs}
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if node is None and key.startswith("qat."):
-            node = config.qat.options.get(key.split(".")[-1])
         if node != now:
             return False
     return True

@@ -228,7 +228,7 @@ class Run:
     def record_best(self, row: dict[str, Any], epoch: int) -> bool:
         """Whether this epoch has the lowest validation loss so far. With QAT only epochs that trained
         the fake-quantised network compete: the int8 model is what is reported (matters when QAT starts late)."""
-        eligible = not self.qat.enabled or epoch >= self.config.qat.start_epoch
+        eligible = not self.qat.enabled or epoch >= self.qat.first_epoch
         improved = eligible and row["val_loss"] < self.best["val_loss"]
         if improved:
             self.best = {"val_loss": row["val_loss"], "epoch": epoch, "metrics": dict(row)}
@@ -281,7 +281,7 @@ def start_run(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed,
     float_model = models.create(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         float_model = float_model.to(memory_format=torch.channels_last)
-    qat = QATSchedule(config.qat)
+    qat = QATSchedule(config.qat, config.epochs)
     start_epoch = 0 if state is None else int(state["epoch"]) + 1
     start = None
     if state is None and config.finetune.checkpoint:  # fine-tuning: start from trained weights
@@ -653,7 +653,7 @@ def _banner(config: TrainConfig, describe: dict[str, Any], dist: Distributed, st
     processes = f" x {dist.world_size} processes ({dist.backend or 'no process group'})" if dist.enabled else ""
     pcgrad = f" ({config.multitask.pcgrad}, {config.multitask.merge} merge)" if config.multitask.mode == "pcgrad" \
         else ""
-    qat = f"on from epoch {config.qat.start_epoch}" if config.qat.enabled else "off"
+    qat = f"on from epoch {config.qat_start_epoch}" if config.qat.enabled else "off"
     parts = [
         f"model {config.model}",
         f"{describe['train_clips']} training clips ({config.data.subset or config.data.train_split})",

@@ -1,4 +1,4 @@
-"""Synthetic TAU-format data (SPEC section 7): scenes built from sound sources, recorded by devices."""
+"""Synthetic TAU-format data (docs/data.md): scenes built from sound sources, recorded by devices."""
 
 from dsmn.data.synth.plan import SIZES, Plan, make_plan
 from dsmn.data.synth.writer import SynthSummary, generate
