@@ -7,7 +7,9 @@ import contextlib
 import csv
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from dsmn.errors import UserError
 
@@ -171,24 +173,14 @@ def check_output(out: Path, inputs: list[Path]) -> None:
 
 def output(out: Path | None) -> contextlib.AbstractContextManager:
     """Standard output, or `out` written atomically."""
-    return contextlib.nullcontext(sys.stdout) if out is None else AtomicText(out)
+    return contextlib.nullcontext(sys.stdout) if out is None else atomic_text(out)
 
 
-class AtomicText:
-    """A text file written under a temporary name beside `path` and renamed over it only when complete:
-    an interrupted run leaves the previous file (or none), never half a table."""
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name and renamed over `path` only when complete
+    (dsmn.files.atomic_path): an interrupted run leaves the previous file (or none), never half a table."""
+    from dsmn.files import atomic_path
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-    def __enter__(self):  # noqa: ANN204
-        self.handle = open(self.tmp, "w", newline="")  # noqa: SIM115
-        return self.handle
-
-    def __exit__(self, kind, *rest) -> None:  # noqa: ANN001
-        self.handle.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        yield handle
