@@ -9,7 +9,6 @@ clip without a device id, is unknown and is scored by the general model in both 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from dsmn.deploy.data import logmel_batches, open_features, split_clips, split_n
 from dsmn.deploy.inference import load_for_inference
 from dsmn.evaluation import metrics
 from dsmn.evaluation.evaluate import scene_probabilities
+from dsmn.files import atomic_path, write_json, write_text
 from dsmn.labels import DEVICES, SCENES
 
 
@@ -136,14 +136,14 @@ def write_report(result: BundleEvaluation, folder: Path, clips: list, probabilit
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "summary.md", folder / "summary.json", folder / "per_device.csv", folder / "per_class.csv",
              folder / "predictions.csv"]
-    paths[0].write_text(markdown(result))
-    paths[1].write_text(json.dumps(result.to_dict(), indent=2))
+    write_text(paths[0], markdown(result))
+    write_json(paths[1], result.to_dict())
     for path, rows in ((paths[2], result.devices), (paths[3], result.classes)):
-        with path.open("w", newline="") as handle:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["name", "clips", "model", "accuracy", "general_accuracy", "gain"])
             writer.writerows([r.name, r.clips, r.model, r.accuracy, r.general_accuracy, r.gain] for r in rows)
-    with paths[4].open("w", newline="") as handle:
+    with atomic_path(paths[4]) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["filename", "device", "model", "scene_label", *SCENES])
         for clip, p, model in zip(clips, probabilities, assigned, strict=True):
