@@ -20,6 +20,7 @@ from dsmn.deploy.data import logmel_batches, open_features, split_clips, split_n
 from dsmn.deploy.inference import load_for_inference
 from dsmn.evaluation import metrics
 from dsmn.evaluation.evaluate import scene_probabilities
+from dsmn.evaluation.report import json_safe
 from dsmn.files import atomic_path, write_json, write_text
 from dsmn.labels import DEVICES, SCENES
 
@@ -52,7 +53,7 @@ class BundleEvaluation:
         def rows(items: list[Row]) -> list[dict]:
             return [{**asdict(r), "gain": r.gain} for r in items]
 
-        return _json_safe({"bundle": self.bundle, "kind": self.kind, "split": self.split,
+        return json_safe({"bundle": self.bundle, "kind": self.kind, "split": self.split,
                            "summary": rows(self.summary), "devices": rows(self.devices), "classes": rows(self.classes)})
 
 
@@ -150,13 +151,3 @@ def write_report(result: BundleEvaluation, folder: Path, clips: list, probabilit
             writer.writerow([clip.filename, device_of(clip.device), model, SCENES[int(np.argmax(p))],
                              *(f"{v:.6f}" for v in p)])
     return paths
-
-
-def _json_safe(value):  # noqa: ANN001, ANN202 - NaN (an empty group) becomes null
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

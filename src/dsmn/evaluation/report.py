@@ -88,18 +88,19 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
 
 
-def _json_safe(value):
+def json_safe(value):  # noqa: ANN001, ANN201 - any JSON-like value
+    """`value` with every NaN (an empty group's accuracy) replaced by None, which JSON can hold."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def summary_json(result: Evaluation) -> str:
-    return json.dumps(_json_safe(result.summary()), indent=2)
+    return json.dumps(json_safe(result.summary()), indent=2)
 
 
 def confusion_png(result: Evaluation, path: Path) -> None:
@@ -140,7 +141,7 @@ def write_report(result: Evaluation, folder: Path) -> dict[str, Path]:
         "confusion": folder / "confusion.png",
     }
     write_text(paths["markdown"], markdown(result))
-    full = _json_safe({**result.summary(), "confusion": result.confusion, "confusion_order": list(SCENES)})
+    full = json_safe({**result.summary(), "confusion": result.confusion, "confusion_order": list(SCENES)})
     write_json(paths["json"], full)
     _write_csv(paths["per_class"], result.per_class)
     _write_csv(paths["per_device"], result.per_device)
