@@ -31,8 +31,10 @@ from dsmn.deploy.bundle import Bundle, BundleError, load_bundle
 from dsmn.deploy.inference import LoadedModel
 from dsmn.deploy.metadata import InputRecipe
 from dsmn.deploy.predict import Predictor
-from dsmn.deploy.trained import load_trained, network_input
-from dsmn.labels import NUM_SCENES, SCENES
+from dsmn.deploy.trained import load_trained
+from dsmn.features import network_input
+from dsmn.labels import SCENES
+from dsmn.models import split_logits
 
 DEFAULT_BUNDLE: str | Path | None = None
 ENVIRONMENT_VARIABLE = "DSMN_BUNDLE"
@@ -46,7 +48,7 @@ class SceneLogits(nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[:, :NUM_SCENES]
+        return split_logits(self.network(x))[0]
 
 
 class BundleModel(nn.Module):
