@@ -118,9 +118,9 @@ def ensemble_accuracy(data: Path, out: Path, teachers: list[Path], threads: int)
     import numpy as np
 
     from dsmn.data import load_dataset
-    from dsmn.deploy.inference import softmax
     from dsmn.distillation import read_teacher_table
     from dsmn.evaluation.evaluate import score
+    from dsmn.models import scene_probabilities
 
     table_path = out / "teacher_evaluate.tsv"
     if not table_path.is_file():
@@ -128,7 +128,8 @@ def ensemble_accuracy(data: Path, out: Path, teachers: list[Path], threads: int)
              log=out / "log.txt", threads=threads)
     clips = load_dataset(data).split("evaluate")
     logits = read_teacher_table(table_path).for_clips([c.filename for c in clips])
-    result = score(softmax(logits), np.array([c.scene_id for c in clips]), [c.device for c in clips])
+    probabilities = scene_probabilities(np.asarray(logits, dtype=np.float32))
+    result = score(probabilities, np.array([c.scene_id for c in clips]), [c.device for c in clips])
     return scores(result.summary())
 
 

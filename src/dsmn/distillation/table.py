@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dsmn.files import write_text
 from dsmn.labels import SCENES
 
 SHOWN = 5  # offending files named in an error
@@ -147,13 +148,7 @@ def write_teacher_table(path: str | Path, table: TeacherTable) -> Path:
     lines = ["\t".join(("filename", *SCENES))]
     lines += ["\t".join((name, *(f"{v:.6g}" for v in row))) for name, row in zip(table.filenames, table.logits,
                                                                                     strict=True)]
-    _write_atomic(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     provenance = {"format": "dsmn teacher logits 1", "classes": list(SCENES), "values": "logits", **table.provenance}
-    _write_atomic(sidecar_path(path), json.dumps(provenance, indent=2) + "\n")
+    write_text(sidecar_path(path), json.dumps(provenance, indent=2) + "\n")
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
