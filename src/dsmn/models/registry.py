@@ -48,11 +48,14 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    *, family: str, description: str, frontend: dict | None = None, deltas: bool = True
+    *args: object, family: str, description: str, frontend: dict | None = None, deltas: bool = True
 ) -> Callable[[Callable[..., nn.Module]], Callable]:
     """Decorator: register a builder function under its own name (`def model1(**overrides)` registers
     "model1"), so every model name is written once, where the network is defined, and a search for
     `def model1` finds it. A second registration of a name is an error."""
+    if args:  # one registration style: no name argument, so every name is written once
+        raise TypeError(f"register_model takes no model name ({args[0]!r}): the decorated function's name is "
+                        "the model name, e.g. `@register_model(family=...)` on `def model1(**overrides)`")
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__

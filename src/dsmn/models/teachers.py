@@ -22,7 +22,6 @@ WIDE_CP_MOBILE = {
 
 
 @register_model(
-    "cp_mobile_wide",
     family="teacher",
     description="teacher (over budget): wide CP-Mobile, stem 24-96, inverted residuals 96x2, 192x2, 384x2 with "
     "expansion 3, 1x1 classifier to 13; DSMN log-mel 256 x 44, 1 channel",
