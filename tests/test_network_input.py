@@ -54,8 +54,7 @@ def training_inputs(logmel: torch.Tensor) -> torch.Tensor:
                                     "mixup.enabled=false"])
     pipeline = TrainingInputs(config, use_deltas=True, correction=None)
     batch = RawBatch(logmel, torch.zeros(len(logmel), dtype=torch.long), torch.zeros(len(logmel), dtype=torch.bool))
-    x, _, _ = pipeline(batch, 0, EpochRandomness.create(0, 0, 0, torch.device("cpu")))
-    return x
+    return pipeline(batch, 0, EpochRandomness.create(0, 0, 0, torch.device("cpu"))).x
 
 
 def test_deployed_and_training_paths_build_identical_inputs(deployed_inputs) -> None:
