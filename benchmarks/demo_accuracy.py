@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dsmn import models
 from dsmn.cli.demo import train_on_cpu_processes
 from dsmn.data import load_dataset
 from dsmn.evaluation.metrics import accuracy, macro_accuracy, score_groups
@@ -74,7 +75,7 @@ def score_checkpoint(checkpoint: Path, data: Path, split: str = "evaluate", devi
         rows = table.rows[start:start + 256]
         logmel = torch.from_numpy(take_rows(cache.logmels, rows).astype(np.float32))
         logits = trained.model(trained.network_input(logmel.to(device))).cpu()
-        probabilities.append(torch.softmax(logits[:, :10].float(), dim=1).numpy())
+        probabilities.append(models.scene_probabilities(logits).numpy())
     p = np.concatenate(probabilities)
     groups = [next((g for g, members in DEVICE_GROUPS.items() if d in members), "") for d in table.devices]
     scores = {s.name: s.accuracy for s in score_groups(p, table.scene_ids, groups, list(DEVICE_GROUPS))}

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from dsmn import files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,7 +50,7 @@ from dsmn.training import step as step_module  # noqa: E402
 from dsmn.training.data import RawBatch, take_rows  # noqa: E402
 from dsmn.training.distributed import Distributed  # noqa: E402
 from dsmn.training.pipeline import EpochRandomness  # noqa: E402
-from dsmn.training.step import train_step  # noqa: E402
+from dsmn.training.step import StepTotals, train_step  # noqa: E402
 from dsmn.training.trainer import training_module  # noqa: E402
 
 EPOCH_CLIPS = 139_620  # one epoch of the TAU Urban Acoustic Scenes 2022 Mobile development training set
@@ -133,7 +134,7 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
     table, reader, inputs, net, optimizer, settings = parts
     rng = EpochRandomness.create(0, 0, 0, device)
     batches = base.step_batches(len(table), batch, warmup + steps)
-    totals = None
+    totals = StepTotals(device)
     first = []
     net.train()
     model.train()
@@ -146,11 +147,11 @@ def throughput(parts: tuple, model: torch.nn.Module, batch: int, device: torch.d
         step = inputs(next(iterator), 0, rng)
         results = train_step(net if k == 0 else model, step.x, step.scene, step.coarse, optimizer, settings,
                              teacher=step.teacher)
-        totals = results if totals is None else totals + results  # the trainer's running sums
+        totals.add(results)  # the trainer's running sums
         if k < CHECK_STEPS:
-            first.append(results.detach().clone())
+            first.append(torch.stack(results).detach().clone())
         if k % read_every == 0:
-            totals[0].item()  # the trainer's progress bar
+            totals.mean_scene_loss()  # the trainer's progress bar
     synchronize(device)
     return steps * batch / (time.perf_counter() - started), warm, torch.stack(first).float().cpu()
 
@@ -227,9 +228,7 @@ def report(cells: list[Cell], split: list, device: torch.device, args: argparse.
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

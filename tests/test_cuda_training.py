@@ -45,7 +45,7 @@ def one_step(device: torch.device, overrides: list[str]) -> tuple[torch.Tensor, 
     net.train()
     train_step(net, x, scene, coarse, optimizer, settings)  # observers calibrate on the first batch
     results = train_step(net, x, scene, coarse, optimizer, settings)
-    return results.cpu(), {k: v.detach().cpu() for k, v in float_model.state_dict().items()}
+    return torch.stack(results).cpu(), {k: v.detach().cpu() for k, v in float_model.state_dict().items()}
 
 
 @pytest.mark.parametrize("pcgrad", ["full", "shared-representation"])

@@ -38,7 +38,7 @@ def qat_trained_run(data: Path, folder: Path, steps: int = 6) -> Path:
     torch.manual_seed(0)
     float_model = models.create("model1")
     float_model.load_state_dict(checkpoint["state_dict"])
-    config = QATConfig(observer_momentum=0.2)
+    config = QATConfig.recipe(observer_momentum=0.2)
     net = prepare_qat(float_model, config)
     net.load_state_dict(checkpoint["qat_state_dict"])
     net.train()
@@ -222,7 +222,7 @@ def _observed_run(data: Path, folder: Path, name: str) -> Path:
     dataset, clips = split_clips(data, "train")
     cache = open_features(dataset, frontend, progress=False)
     float_model = models.create(name)
-    config = QATConfig(observer_momentum=0.2)
+    config = QATConfig.recipe(observer_momentum=0.2)
     net = prepare_qat(float_model, config).train()
     with torch.no_grad():
         for i, logmel in enumerate(logmel_batches(cache, clips, 48)):
