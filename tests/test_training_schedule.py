@@ -12,7 +12,7 @@ from dsmn.training import load_config
 from dsmn.training.config import ScheduleConfig
 from dsmn.training.schedule import EpochLR, learning_rate, mixup_fraction
 
-RECIPE = ScheduleConfig(warmup_epochs=5, warmup_lr=5e-5, min_lr=1e-6)
+RECIPE = ScheduleConfig(warmup_epochs=5, warmup_lr=5e-5, min_lr=1e-6, scale_with_epochs=True)
 
 
 def lr(epoch: int) -> float:
