@@ -74,7 +74,7 @@ def test_compile_setting_is_checked() -> None:
         load_config("model1", ["compile=fastest"])
     with pytest.raises(ValueError, match="not with shared-representation"):
         load_config("demo", ["compile=true"])
-    assert load_config("demo", ["compile=true", "multitask.pcgrad=full"]).compile == "default"
+    assert load_config("demo", ["compile=true", "multitask.pcgrad=full"]).compile is True
 
 
 def test_uncompiled_unwraps_only_the_compile_wrapper() -> None:
