@@ -4,8 +4,6 @@ to compute the network input exactly as in training (see docs/edge.md)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from dsmn.deploy.tflite_format import Graph
 from dsmn.deploy.tflite_runtime import read_model
 from dsmn.features.logmel import mel_filterbank
+from dsmn.files import write_text
 
 HEADER, SOURCE = "model_data.h", "model_data.cc"
 STD_FLOOR = 1e-5
@@ -58,11 +57,7 @@ def _ints(values) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(name, 0o644)
-    Path(name).replace(path)
+    write_text(path, text)
 
 
 def write_c_array(model_path: str | Path, arena_bytes: int | None, folder: str | Path | None = None) -> list[Path]:

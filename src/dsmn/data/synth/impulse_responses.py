@@ -18,6 +18,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from dsmn.files import atomic_path, write_text
+
 
 @dataclass
 class IRSpec:
@@ -80,10 +82,8 @@ def synth_irs(out: str | Path, count: int = 12, seed: int = 0, sample_rate: int 
     paths = []
     for spec in specs:
         path = out / f"{spec.name}.wav"
-        tmp = out / f".{spec.name}.tmp.wav"
-        sf.write(str(tmp), render(spec), sample_rate, subtype="PCM_24")  # float WAVs carry a timestamp
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), render(spec), sample_rate, subtype="PCM_24")  # float WAVs carry a timestamp
         paths.append(path)
-    (out / "irs.json").write_text(json.dumps({"seed": seed, "irs": [asdict(s) for s in specs]}, indent=2) + "\n",
-                                  encoding="utf-8")
+    write_text(out / "irs.json", json.dumps({"seed": seed, "irs": [asdict(s) for s in specs]}, indent=2) + "\n")
     return paths
