@@ -125,7 +125,7 @@ def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_last_good_che
     def diverging(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls["n"] += 1
         result = real_step(*args, **kwargs)
-        return result * float("nan") if calls["n"] == 2 else result
+        return type(result)(*(v * float("nan") for v in result)) if calls["n"] == 2 else result
 
     monkeypatch.setattr(trainer_module, "train_step", diverging)
     assert main(["train", "--data", str(tiny_data), "--out", str(run), "--resume", "--epochs", "3"]) == 2
