@@ -14,8 +14,7 @@ from dsmn import models
 from dsmn.cli import main as cli
 from dsmn.deploy import load_trained
 from dsmn.deploy.data import logmel_batches, open_features, split_clips
-from dsmn.deploy.trained import network_input
-from dsmn.features import FrontEndConfig
+from dsmn.features import FrontEndConfig, network_input
 from dsmn.training import load_config, train
 from dsmn.training import trainer as trainer_module
 from dsmn.training.augment import correction_vectors, random_windows
