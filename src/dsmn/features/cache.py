@@ -305,7 +305,6 @@ def _compute(dataset, filenames, todo, logmels, done, failed, directory, config,
             logmels.flush()
             _save_atomic(directory / "done.npy", done)
             write_text(directory / "failed.json", json.dumps(failed, indent=0, sort_keys=True))
-            processed += len(good)
             bar.update(len(chunk))
             if on_chunk is not None:
                 on_chunk(processed)
