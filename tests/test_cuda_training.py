@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dsmn import models
+from dsmn.cli import main as cli
 from dsmn.data import load_dataset
 from dsmn.features import FrontEndConfig
 from dsmn.training import load_config, train
@@ -131,6 +132,10 @@ def test_train_on_cuda_writes_a_run_that_loads_on_the_cpu(tiny_data: Path, tmp_p
     assert ckpt["rng"]["cuda"]  # the GPU generator state travels for --resume
     model = models.load_model(tmp_path / "run" / "checkpoints" / "best.pt")
     assert model(torch.randn(2, 2, 256, 44)).shape == (2, 13)
+    # the GPU-trained run exports to int8 ONNX on the CPU (the export refuses below 99 % agreement)
+    onnx_file = tmp_path / "gpu_trained_int8.onnx"
+    assert cli(["export", str(tmp_path / "run"), "--out", str(onnx_file), "--precision", "int8"]) == 0
+    assert onnx_file.is_file()
 
 
 @pytest.mark.e2e
