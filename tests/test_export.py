@@ -50,12 +50,17 @@ def qat_run(tiny_data, tmp_path_factory) -> Path:
     return make_run(tiny_data, tmp_path_factory.mktemp("qat_run"))
 
 
-@pytest.fixture(scope="module")
-def check_inputs(tiny_data, qat_run) -> list[torch.Tensor]:
-    trained = load_trained(qat_run)
-    dataset, clips = split_clips(tiny_data, "fold1_evaluate")
+def evaluate_inputs(run: Path, data: Path) -> list[torch.Tensor]:
+    """The run's network inputs for the fold1_evaluate clips of `data`, in batches of 100 (export checks)."""
+    trained = load_trained(run)
+    dataset, clips = split_clips(data, "fold1_evaluate")
     cache = open_features(dataset, trained.frontend, progress=False)
     return [trained.network_input(b) for b in logmel_batches(cache, clips, 100)]
+
+
+@pytest.fixture(scope="module")
+def check_inputs(tiny_data, qat_run) -> list[torch.Tensor]:
+    return evaluate_inputs(qat_run, tiny_data)
 
 
 def test_int8_export_agrees_with_the_qat_model_and_runs_int8_kernels(qat_run, check_inputs, tmp_path) -> None:

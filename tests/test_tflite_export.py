@@ -14,7 +14,7 @@ import torch
 from dsmn.cli import main
 from dsmn.deploy import ExportCheckError, load_trained
 from dsmn.deploy.data import logmel_batches, open_features, split_clips
-from tests.test_export import make_run
+from tests.test_export import evaluate_inputs, make_run
 
 tflm = pytest.importorskip("tflite_micro")
 pytest.importorskip("ai_edge_litert")
@@ -67,10 +67,7 @@ def qat_run(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def check_inputs(tiny_data, qat_run) -> list[torch.Tensor]:
-    trained = load_trained(qat_run)
-    dataset, clips = split_clips(tiny_data, "fold1_evaluate")
-    cache = open_features(dataset, trained.frontend, progress=False)
-    return [trained.network_input(b) for b in logmel_batches(cache, clips, 100)]
+    return evaluate_inputs(qat_run, tiny_data)
 
 
 @pytest.fixture(scope="module")
