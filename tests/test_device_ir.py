@@ -43,6 +43,10 @@ def test_synth_irs_is_deterministic_short_and_refuses_to_overwrite(ir_folders, t
             ir, sr = sf.read(str(path))
             assert sr == rate and len(ir) <= 0.02 * rate and np.sum(ir**2) == pytest.approx(1.0, rel=1e-4)
     assert cli(["synth-irs", str(again)]) == 2 and "already holds" in capsys.readouterr().err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert cli(["synth-irs", str(a_file)]) == 2 and "is a file" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
 
 
 def test_banks_from_16_and_48_khz_wavs(ir_folders, tmp_path: Path) -> None:

@@ -138,6 +138,16 @@ def test_export_command(qat_run, tiny_data, tmp_path, capsys) -> None:
     assert main(["export", str(qat_run), "--out", str(tmp_path / "x.onnx")]) == 2  # no data to check on
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_export_never_overwrites_a_file_of_another_kind(qat_run, tiny_data, fmt, capsys) -> None:
+    """`--out` naming the dataset's meta.csv once replaced it with the model: refused before any work."""
+    meta = tiny_data / "meta.csv"
+    before = meta.read_bytes()
+    assert main(["export", str(qat_run), "--format", fmt, "--out", str(meta), "--data", str(tiny_data)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert meta.read_bytes() == before
+
+
 @pytest.mark.parametrize("name", [n for n in models.available() if n != "model1"])
 def test_every_registered_network_exports_to_int8(name: str, tmp_path) -> None:
     """Randomly initialised, observers calibrated on random inputs: the export must run in ORT, in int8,

@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a folder; name the file to write")
     if out.exists() and out.resolve() == trained.path.resolve():
         raise UserError(f"--out {out} is the checkpoint being exported; name another file")
+    suffix = Path(name).suffix
+    if out.exists() and out.suffix.lower() != suffix:  # a dataset file, a recording, a checkpoint: never replaced
+        raise UserError(f"--out {out} exists and is not a {suffix} file; refusing to overwrite it")
     check = calibration = None
     data = args.data or _recorded_data(trained.checkpoint)
     if data is None and not args.no_check:

@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1 or args.sample_rate < 8000:
         print("dsmn synth-irs: --count must be positive and --sample-rate at least 8000", file=sys.stderr)
         return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"dsmn synth-irs: {args.out} is a file, not a folder; name a folder to write the WAVs into",
+              file=sys.stderr)
+        return 2
     if (args.out / "irs.json").exists() and not args.force:
         print(f"dsmn synth-irs: {args.out} already holds impulse responses (irs.json); use --force",
               file=sys.stderr)
