@@ -77,27 +77,52 @@ def exported(qat_run, check_inputs, tmp_path_factory):
     return out, report
 
 
-def test_export_is_fully_int8_and_agrees_in_both_runtimes(exported) -> None:
+def float_tensors(graph) -> set[str]:
+    return {t.name for t in graph.tensors if t.dtype == "float32"}
+
+
+def test_export_is_int8_and_agrees_in_both_runtimes(exported) -> None:
     out, report = exported
     assert out.is_file() and not list(out.parent.glob(".*.tmp"))
     checks = {c.runtime: c for c in report.checks}
     assert checks["litert"].clips == 200 and checks["tflm"].clips == 10
     assert checks["litert"].agreement >= 0.99 and checks["tflm"].agreement >= 0.99
     graph = parse(out.read_bytes())
-    weights = [graph.tensors[op.inputs[1]] for op in graph.operators
-               if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-    biases = [graph.tensors[op.inputs[2]] for op in graph.operators
-              if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-    assert len(weights) == 58  # 56 convolutions + 2 fully connected layers of model1
+    layers = [op for op in graph.operators if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert len(layers) == 58  # 56 convolutions + 2 fully connected layers of model1
+    *int8_layers, last = layers
+    weights = [graph.tensors[op.inputs[1]] for op in int8_layers]
+    biases = [graph.tensors[op.inputs[2]] for op in int8_layers]
     assert {w.dtype for w in weights} == {"int8"} and {b.dtype for b in biases} == {"int32"}
     assert all(np.all(w.zero_point == 0) and len(w.scale) == w.shape[w.axis] for w in weights)  # per channel
+    # the logits layer is the one float layer: its 13 outputs exactly as the QAT network computes them
+    assert last.kind == "FULLY_CONNECTED" and graph.tensors[last.inputs[1]].dtype == "float32"
+    assert graph.tensors[graph.inputs[0]].dtype == "int8" and graph.tensors[graph.outputs[0]].dtype == "float32"
+    # every activation is int8 but the five ECA gates' sigmoids (C values each) and the logits layer
     activations = [t for t in graph.tensors if t.data is None]
-    assert {t.dtype for t in activations} == {"int8"}  # int8 input, output and everything between
+    floats = [t for t in activations if t.dtype == "float32"]
+    assert {t.dtype for t in activations} == {"int8", "float32"}
+    assert len(floats) == 5 * 2 + 2 and sum(int(np.prod(t.shape)) for t in floats) < 1000
+    assert [op.kind for op in graph.operators].count("LOGISTIC") == 5
     # bias scale = input scale x weight scale (TFLite's int32 bias grid)
     for op in graph.operators:
         if op.kind == "CONV_2D":
             x, w, b = (graph.tensors[i] for i in op.inputs)
             np.testing.assert_allclose(b.scale, x.scale[0] * w.scale, rtol=1e-6)
+
+
+def test_litert_reproduces_the_qat_network_to_the_last_step(exported, qat_run, check_inputs) -> None:
+    """Regression: the ECA gates once went through TFLite's int8 LOGISTIC (fixed 1/256 grid, coarser
+    than the gates' QAT grid: a third of the gates one step off) and the logits through an int8 grid
+    (classes closer than one step tied), which cost a trained model1 2.5 % of top-1 agreement. LiteRT's
+    default kernels round like the QAT simulation, so now only float rounding separates the two."""
+    out, _ = exported
+    network = load_trained(qat_run).model.eval()
+    x = torch.cat(check_inputs)[:100]
+    with torch.no_grad():
+        expected = network(x).numpy()
+    got = TfliteClassifier(out, "litert").logits(x.numpy())
+    assert np.abs(got - expected).max() < 0.01
 
 
 def test_tflm_outputs_match_the_qat_model(exported, qat_run, check_inputs) -> None:
@@ -106,7 +131,7 @@ def test_tflm_outputs_match_the_qat_model(exported, qat_run, check_inputs) -> No
     from tflite_micro import runtime
 
     graph = parse(out.read_bytes())
-    x_tensor, y_tensor = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    x_tensor = graph.tensors[graph.inputs[0]]
     network = load_trained(qat_run).model.eval()
     x = check_inputs[0][:5]
     with torch.no_grad():
@@ -116,10 +141,11 @@ def test_tflm_outputs_match_the_qat_model(exported, qat_run, check_inputs) -> No
         q = np.clip(np.rint(clip.transpose(1, 2, 0) / x_tensor.scale[0]) + x_tensor.zero_point[0], -128, 127)
         interpreter.set_input(q.astype(np.int8)[None], 0)
         interpreter.invoke()
-        got = (interpreter.get_output(0).astype(np.float32).reshape(-1) - y_tensor.zero_point[0]) * y_tensor.scale[0]
+        got = interpreter.get_output(0).reshape(-1)
+        assert got.dtype == np.float32
         assert got.argmax() == want[:10].argmax() or np.sort(want[:10])[-1] - np.sort(want[:10])[-2] < 0.01
-        assert np.abs(got - want).max() < 10 * y_tensor.scale[0]  # a few output steps
-    assert report.checks[1].max_logit_difference < 10 * y_tensor.scale[0]
+        assert np.abs(got - want).max() < 0.1
+    assert report.checks[1].max_logit_difference < 0.1
 
 
 def test_memory_report_uses_tflms_own_arena_figure(exported) -> None:
@@ -144,11 +170,13 @@ def test_refuses_to_write_below_the_agreement_threshold(qat_run, check_inputs, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_float_io_model_runs_in_litert_and_tflm(qat_run, check_inputs, tmp_path) -> None:
-    out = tmp_path / "float.tflite"
-    report = export_tflite(load_trained(qat_run), out, check_inputs[:1], io="float", tflm_clips=5)
+@pytest.mark.parametrize("io", ["float", "int8"])
+def test_float_and_int8_io_models_run_in_litert_and_tflm(io, qat_run, check_inputs, tmp_path) -> None:
+    out = tmp_path / f"{io}.tflite"
+    report = export_tflite(load_trained(qat_run), out, check_inputs[:1], io=io, tflm_clips=5)
     graph, recipe = read_model(out)
-    assert graph.tensors[graph.inputs[0]].dtype == "float32" and graph.tensors[graph.outputs[0]].dtype == "float32"
+    dtype = "float32" if io == "float" else "int8"
+    assert graph.tensors[graph.inputs[0]].dtype == dtype and graph.tensors[graph.outputs[0]].dtype == dtype
     assert graph.tensors[graph.inputs[0]].shape == (1, 256, 44, 2)  # channels last
     assert recipe.model_name == "model1" and len(recipe.classes) == 10
     assert all(c.agreement >= 0.99 for c in report.checks)
@@ -165,6 +193,7 @@ def test_c_array_compiles_and_holds_the_model(exported, tmp_path) -> None:
     assert f"#define DSMN_MODEL_DATA_LEN {out.stat().st_size}u" in text
     assert f"#define DSMN_TENSOR_ARENA_BYTES {report.memory.arena_bytes}u" in text
     assert "#define DSMN_N_MELS 256" in text and "#define DSMN_HOP_LENGTH 1024" in text
+    assert "#define DSMN_INPUT_IS_FLOAT 0" in text and "#define DSMN_OUTPUT_IS_FLOAT 1" in text  # int8 in, float out
     compiler = shutil.which("g++") or shutil.which("gcc")
     subprocess.run([compiler, "-x", "c++", "-std=c++11", "-c", str(source), "-o", str(tmp_path / "model_data.o")],
                    check=True, capture_output=True)

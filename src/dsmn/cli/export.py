@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for a bundle the output folder (required)")
     parser.add_argument("--format", choices=("onnx", "tflite"), default="onnx", help="file format (default onnx)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="ONNX only; TFLite is int8")
-    parser.add_argument("--io", choices=("int8", "float"), default="int8",
-                        help="TFLite input/output type: int8 tensors (the firmware quantises) or float32 with "
-                        "QUANTIZE / DEQUANTIZE inside the model (default int8)")
+    parser.add_argument("--io", choices=("int8-float", "int8", "float"), default="int8-float",
+                        help="TFLite input and output types: int8-float (default) takes the int8 features the "
+                        "firmware quantises and returns float logits; int8 also quantises the logits (classes "
+                        "closer than one output step then tie); float takes and returns float32")
     parser.add_argument("--c-array", action="store_true",
                         help="TFLite: also write model_data.h / model_data.cc (model bytes, arena size, front-end "
                         "constants) next to the .tflite file")
@@ -47,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compact", action="store_true",
                         help="store grouped 1x1 convolutions grouped (fewest bytes) instead of dense (fastest)")
     parser.add_argument("--no-check", action="store_true", help="skip the check on real clips (not recommended)")
+    parser.add_argument("--min-agreement", type=float, default=0.99,
+                        help="top-1 agreement with the trained model below which nothing is written (default "
+                        "0.99); lower it only knowingly, e.g. for TFLM (see docs/edge.md)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from dsmn.deploy import ExportCheckError, export_onnx, load_trained
     from dsmn.deploy.data import logmel_batches, logmel_windows, open_features, split_clips
 
+    if not 0.0 < args.min_agreement <= 1.0:
+        raise UserError(f"--min-agreement {args.min_agreement}: must be a fraction in (0, 1]")
     trained = load_trained(args.model)
     tflite = args.format == "tflite"
     if tflite and args.precision != "int8":
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return _export_tflite(trained, out, args, check, calibration)
     try:
         report = export_onnx(trained, out, args.precision, check_inputs=check, calibration=calibration,
-                             compact=args.compact)
+                             compact=args.compact, min_agreement=args.min_agreement)
     except ExportCheckError as error:
         print(f"dsmn export: FAILED: {error}", file=sys.stderr)
         return 1
@@ -168,7 +174,8 @@ def _export_tflite(trained, out: Path, args: argparse.Namespace, check, calibrat
     from dsmn.deploy.tflite_export import export_tflite
 
     try:
-        report = export_tflite(trained, out, check, io=args.io, calibration=calibration, tflm_clips=args.tflm_clips)
+        report = export_tflite(trained, out, check, io=args.io, calibration=calibration, tflm_clips=args.tflm_clips,
+                               min_agreement=args.min_agreement)
         written = []
         if args.c_array:
             from dsmn.deploy.c_array import write_c_array

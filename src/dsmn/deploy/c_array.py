@@ -18,14 +18,17 @@ HEADER, SOURCE = "model_data.h", "model_data.cc"
 STD_FLOOR = 1e-5
 
 
-def io_grids(graph: Graph) -> tuple[tuple[float, int], tuple[float, int]]:
-    """(scale, zero point) of the int8 network input and output (inside the model for float I/O)."""
+def io_grids(graph: Graph) -> tuple[tuple[float, int], tuple[float, int] | None]:
+    """(scale, zero point) of the int8 network input (inside the model for float input) and of the
+    int8 logits (None where the model computes them in float: its last layer is a float one)."""
     first, last = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     if first.dtype != "int8":
         consumer = next(op for op in graph.operators if graph.inputs[0] in op.inputs)
         first = graph.tensors[consumer.outputs[0]]
     if last.dtype != "int8":
         producer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
+        if producer.kind != "DEQUANTIZE":
+            return (float(first.scale[0]), int(first.zero_point[0])), None
         last = graph.tensors[producer.inputs[0]]
     return ((float(first.scale[0]), int(first.zero_point[0])), (float(last.scale[0]), int(last.zero_point[0])))
 
@@ -67,7 +70,11 @@ def write_c_array(model_path: str | Path, arena_bytes: int | None, folder: str |
     data = model_path.read_bytes()
     graph, recipe = read_model(model_path)
     fe = recipe.frontend
-    (in_scale, in_zero), (out_scale, out_zero) = io_grids(graph)
+    (in_scale, in_zero), output_grid = io_grids(graph)
+    input_float = graph.tensors[graph.inputs[0]].dtype == "float32"
+    output_float = graph.tensors[graph.outputs[0]].dtype == "float32"
+    output_lines = (f"#define DSMN_OUTPUT_SCALE {output_grid[0]:.9e}f\n#define DSMN_OUTPUT_ZERO_POINT {output_grid[1]}"
+                    if output_grid else "// no output grid: the last layer computes the logits in float")
     shape = graph.tensors[graph.inputs[0]].shape  # (1, n_mels, frames, channels)
     window = torch.hann_window(fe.win_length).numpy()  # periodic Hann, as torch.stft uses it in training
     starts, counts, offsets, weights = sparse_filterbank(
@@ -100,10 +107,12 @@ def write_c_array(model_path: str | Path, arena_bytes: int | None, folder: str |
 #define DSMN_DELTA_WIDTH {recipe.delta_width if recipe.deltas else 0}
 #define DSMN_LOG_OFFSET {fe.log_offset:.9e}f
 #define DSMN_STD_FLOOR {STD_FLOOR:.9e}f
+// input / output tensor types: 1 = float32, 0 = int8 (quantise / dequantise with the grids below)
+#define DSMN_INPUT_IS_FLOAT {int(input_float)}
+#define DSMN_OUTPUT_IS_FLOAT {int(output_float)}
 #define DSMN_INPUT_SCALE {in_scale:.9e}f
 #define DSMN_INPUT_ZERO_POINT {in_zero}
-#define DSMN_OUTPUT_SCALE {out_scale:.9e}f
-#define DSMN_OUTPUT_ZERO_POINT {out_zero}
+{output_lines}
 #define DSMN_N_SCENES {len(classes)}
 #define DSMN_MEL_WEIGHTS_LEN {len(weights)}
 

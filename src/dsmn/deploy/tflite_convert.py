@@ -10,9 +10,13 @@ last, so (N, C, H, W) tensors are stored (N, H, W, C) and (N, C, L) ones (N, 1, 
 kernels, paddings and slices are mapped accordingly, and a reshape that would reorder elements gets
 a TRANSPOSE first.
 
-Where a TFLite int8 kernel requires fixed output parameters (LOGISTIC: scale 1/256, zero point
--128) or equal input and output parameters (pooling, slicing, reshaping, concatenation), the result
-is requantised with QUANTIZE, as ONNX Runtime's QLinear kernels do internally.
+Where a TFLite int8 kernel needs equal input and output parameters (pooling, slicing, reshaping,
+concatenation), the result is requantised with QUANTIZE, as ONNX Runtime's QLinear kernels do
+internally. The sigmoid of the ECA channel gates is the one operator computed in float
+(DEQUANTIZE -> LOGISTIC -> QUANTIZE on the gate's C values): TFLite's int8 LOGISTIC fixes its output
+grid at 1/256, coarser than the gates' QAT grid, and the one-step gate errors that requantising
+from it leaves on about a third of the gates grow through the following blocks until they change
+the top-1 class of a trained network on a few % of clips. In float the gate is exactly the QAT one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from onnx import helper
 from dsmn.deploy.qdq import Graph as OnnxGraph
 from dsmn.deploy.tflite_format import Graph, Tensor
 
-LOGISTIC_SCALE, LOGISTIC_ZERO = 1.0 / 256.0, -128
+# --io: (input type, output type). int8 logits cannot separate classes closer than one output step,
+# so the default keeps the input int8 (a quarter of a float buffer) and the logits float.
+IO_MODES = {"int8-float": ("int8", "float"), "int8": ("int8", "int8"), "float": ("float", "float")}
+DEFAULT_IO = "int8-float"
 
 
 class ConversionError(ValueError):
@@ -55,6 +62,14 @@ class Constant:
     values: np.ndarray
     scale: np.ndarray
     axis: int
+
+
+@dataclass(frozen=True)
+class FloatResult:
+    """A float32 TFLite tensor: the logits, computed by a float last layer (see the module docstring)."""
+
+    index: int
+    shape: tuple[int, ...]
 
 
 @dataclass
@@ -103,9 +118,9 @@ class Converter:
     """Builds the TFLite graph while walking the ONNX nodes in order."""
 
     def __init__(self, model: onnx.ModelProto, io: str, output_grid: Callable[[str], tuple[float, int]]) -> None:
-        if io not in ("int8", "float"):
-            raise ValueError(f"io must be 'int8' or 'float', got {io!r}")
-        self.io = io
+        if io not in IO_MODES:
+            raise ValueError(f"io must be one of {', '.join(IO_MODES)}, got {io!r}")
+        self.input_type, self.output_type = IO_MODES[io]
         self.output_grid = output_grid
         self.model = _batch_one(model)
         self.onnx = OnnxGraph(self.model)
@@ -113,6 +128,7 @@ class Converter:
         self.graph = Graph()
         self.values: dict[str, object] = {}
         self.float_inputs = {i.name for i in self.model.graph.input}
+        self.graph_outputs = {o.name for o in self.model.graph.output}
 
     # ------------------------------------------------------------ tensors
     def activation(self, name: str, shape: tuple[int, ...], scale: float, zero: int) -> Quantized:
@@ -151,10 +167,19 @@ class Converter:
             handler(node)
         for output in self.model.graph.output:
             value = self.values[output.name]
+            if isinstance(value, FloatResult):
+                if self.output_type == "int8":
+                    scale, zero = self.output_grid(output.name)
+                    out = self.activation(output.name + "_int8", value.shape, scale, zero)
+                    self.graph.add_operator("QUANTIZE", [value.index], [out.index])
+                    self.graph.outputs.append(out.index)
+                else:
+                    self.graph.outputs.append(value.index)
+                continue
             if isinstance(value, Pending):
                 scale, zero = self.output_grid(output.name)
                 value = self.materialize(value, scale, zero, output.name + "_int8")
-            if self.io == "float":
+            if self.output_type == "float":
                 out = self.graph.add_tensor(Tensor(output.name, physical(value.shape), "float32"))
                 self.graph.add_operator("DEQUANTIZE", [value.index], [out])
                 self.graph.outputs.append(out)
@@ -212,7 +237,7 @@ class Converter:
 
     def graph_input(self, name: str, scale: float, zero: int) -> Quantized:
         shape = self.shapes[name]
-        if self.io == "int8":
+        if self.input_type == "int8":
             value = self.activation(name, shape, scale, zero)
             self.graph.inputs.append(value.index)
             return value
@@ -339,6 +364,9 @@ class Converter:
         name = node.name or node.output[0]
         q_bias = bias.values.astype(np.int32) if isinstance(bias, Constant) else np.zeros(w.shape[0], np.int32)
         bias_scale = source.scale * weight.scale
+        if node.output[0] in self.graph_outputs:
+            self.values[node.output[0]] = self.float_dense(source, w, weight.scale, q_bias, bias_scale, name)
+            return
 
         def emit(out: Quantized, activation: str) -> None:
             k = self.constant(f"{name}.weight", w, "int8", weight.scale, 0)
@@ -346,6 +374,21 @@ class Converter:
             self.graph.add_operator("FULLY_CONNECTED", [source.index, k, b], [out.index], activation=activation)
 
         self.values[node.output[0]] = Pending(tuple(self.shapes[node.output[0]]), emit, fusable=True)
+
+    def float_dense(self, source: Quantized, w: np.ndarray, w_scale: np.ndarray, q_bias: np.ndarray,
+                    bias_scale: np.ndarray, name: str) -> FloatResult:
+        """The last layer in float on the dequantised int8 input, weights and bias: the logits exactly
+        as the QAT network computes them (an int8 output grid could not separate close classes)."""
+        x = self.graph.add_tensor(Tensor(_short(f"{name}_float_in"), physical(source.shape), "float32"))
+        self.graph.add_operator("DEQUANTIZE", [source.index], [x])
+        weights = (w.astype(np.float64) * np.asarray(w_scale).reshape(-1, 1)).astype(np.float32)
+        bias = (q_bias.astype(np.float64) * np.asarray(bias_scale).reshape(-1)).astype(np.float32)
+        k = self.constant(f"{name}.weight", weights, "float32")
+        b = self.constant(f"{name}.bias", bias, "float32")
+        shape = (source.shape[0], weights.shape[0])
+        out = self.graph.add_tensor(Tensor(_short(f"{name}_float"), shape, "float32"))
+        self.graph.add_operator("FULLY_CONNECTED", [x, k, b], [out], activation="NONE")
+        return FloatResult(out, shape)
 
     def _binary(self, node: onnx.NodeProto, kind: str) -> None:
         a, b = self.quantized(node.input[0]), self.quantized(node.input[1])
@@ -364,14 +407,15 @@ class Converter:
 
     def op_Sigmoid(self, node: onnx.NodeProto) -> None:
         source = self.quantized(node.input[0])
+        name = node.output[0]
 
-        def emit(out: Quantized, activation: str) -> None:
-            if out.same_grid(LOGISTIC_SCALE, LOGISTIC_ZERO):
-                self.graph.add_operator("LOGISTIC", [source.index], [out.index])
-                return
-            fixed = self.activation(f"{node.output[0]}_logistic", source.shape, LOGISTIC_SCALE, LOGISTIC_ZERO)
-            self.graph.add_operator("LOGISTIC", [source.index], [fixed.index])
-            self.requantize(fixed, out)
+        def emit(out: Quantized, activation: str) -> None:  # in float: see the module docstring
+            shape = physical(source.shape)
+            before = self.graph.add_tensor(Tensor(_short(f"{name}_float_in"), shape, "float32"))
+            after = self.graph.add_tensor(Tensor(_short(f"{name}_float"), shape, "float32"))
+            self.graph.add_operator("DEQUANTIZE", [source.index], [before])
+            self.graph.add_operator("LOGISTIC", [before], [after])
+            self.graph.add_operator("QUANTIZE", [after], [out.index])
 
         self.values[node.output[0]] = Pending(source.shape, emit)
 
