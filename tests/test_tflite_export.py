@@ -230,7 +230,13 @@ def test_export_cli_writes_tflite_and_c_array(qat_run, tiny_data, tmp_path, caps
     assert (tmp_path / "model_data.h").is_file() and (tmp_path / "model_data.cc").is_file()
     text = capsys.readouterr().out
     assert "top-1 agreement" in text and "TFLM tensor arena" in text and "max |logit difference|" in text
+    # the checked clips' labels give both models' accuracy, so a user can weigh a disagreement
+    assert re.search(r"check in tflm on 3 real clips: .*; accuracy [\d.]+% \(QAT model on the same clips", text)
+    assert "logits int8 grid" not in text  # float logits (the default --io int8-float)
     assert main(["export", str(qat_run), "--format", "tflite", "--precision", "fp32", "--data", str(tiny_data)]) == 2
+    assert main(["export", str(qat_run), "--format", "tflite", "--min-agreement", "1.5", "--data",
+                 str(tiny_data)]) == 2
+    assert "--min-agreement 1.5: must be a fraction in (0, 1]" in capsys.readouterr().err
 
 
 def _observed_run(data: Path, folder: Path, name: str) -> Path:
@@ -292,3 +298,16 @@ def test_damaged_tflite_files_are_refused_in_one_line(exported, tiny_data, tmp_p
     assert errors == [f"dsmn predict: {truncated}: damaged TFLite flatbuffer (truncated or corrupt)",
                       f"dsmn complexity: {tmp_path / 'text.tflite'}: not a TFLite flatbuffer (file identifier "
                       "TFL3 missing)"]
+
+
+def test_litert_reference_kernels_compute_what_tflm_computes(exported, check_inputs) -> None:
+    """`--runtime litert-reference` (TFLite's reference kernels) is the fast stand-in for TFLM's integer
+    arithmetic; every command that takes a runtime offers the same three."""
+    from dsmn.cli.options import TFLITE_RUNTIMES
+    from dsmn.deploy.tflite_runtime import RUNTIMES
+
+    out, _ = exported
+    x = torch.cat(check_inputs)[:6].numpy()
+    reference = TfliteClassifier(out, "litert-reference").logits(x)
+    np.testing.assert_allclose(reference, TfliteClassifier(out, "tflm").logits(x), atol=0.01)
+    assert set(TFLITE_RUNTIMES) == set(RUNTIMES)

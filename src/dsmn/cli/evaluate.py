@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from dsmn.cli.options import add_tflite_runtime_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--split", default="fold1_evaluate",
                         help="fold1_evaluate / evaluate (default), fold1_train / train, fold1_test, split25 ...")
-    parser.add_argument("--runtime", choices=("litert", "tflm"), default="litert",
-                        help=".tflite models: run in LiteRT (default) or TensorFlow Lite Micro "
-                        "(the MCU kernels, slower)")
+    add_tflite_runtime_argument(parser)
     parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
                         help="which form of a checkpoint to evaluate (default: qat for QAT checkpoints, else float)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dsmn.errors import UserError
 
 
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = Path(name).suffix
     if out.exists() and out.suffix.lower() != suffix:  # a dataset file, a recording, a checkpoint: never replaced
         raise UserError(f"--out {out} exists and is not a {suffix} file; refusing to overwrite it")
-    check = calibration = None
+    check = calibration = labels = None
     data = args.data or _recorded_data(trained.checkpoint)
     if data is None and not args.no_check:
         print(f"dsmn export: {trained.path} records no training data that still exists: pass --data DIR "
@@ -115,13 +117,15 @@ def run(args: argparse.Namespace) -> int:
         # 1-s windows: the graph's input (a 10-s clip of TAU 2020 gives ten)
         windows = logmel_windows(logmel_batches(cache, clips, 64), trained.window_frames)
         check = [trained.network_input(b) for b in windows]
+        per_clip = sum(len(b) for b in check) // max(len(clips), 1)  # windows per clip: 1, or 10 for TAU 2020
+        labels = np.repeat([c.scene_id for c in clips], per_clip)
         if not trained.is_qat and args.precision == "int8":  # TFLite too
             _, train_clips = split_clips(dataset, "train")
             train_clips = spread(cache.usable(train_clips), 2000)
             windows = logmel_windows(logmel_batches(cache, train_clips, 64), trained.window_frames)
             calibration = [trained.network_input(b) for b in windows]
     if tflite:
-        return _export_tflite(trained, out, args, check, calibration)
+        return _export_tflite(trained, out, args, check, calibration, labels)
     try:
         report = export_onnx(trained, out, args.precision, check_inputs=check, calibration=calibration,
                              compact=args.compact, min_agreement=args.min_agreement)
@@ -169,13 +173,13 @@ def run_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_tflite(trained, out: Path, args: argparse.Namespace, check, calibration) -> int:
+def _export_tflite(trained, out: Path, args: argparse.Namespace, check, calibration, labels) -> int:
     from dsmn.deploy import ExportCheckError
     from dsmn.deploy.tflite_export import export_tflite
 
     try:
         report = export_tflite(trained, out, check, io=args.io, calibration=calibration, tflm_clips=args.tflm_clips,
-                               min_agreement=args.min_agreement)
+                               min_agreement=args.min_agreement, check_labels=labels)
         written = []
         if args.c_array:
             from dsmn.deploy.c_array import write_c_array

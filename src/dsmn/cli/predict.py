@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from dsmn.cli.options import add_tflite_runtime_argument
 from dsmn.errors import UserError
 
 
@@ -36,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "never over an input or another audio file")
     parser.add_argument("--windows", action="store_true", help="also write one row per 1-s window (FILE#wK)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per network call")
-    parser.add_argument("--runtime", choices=("litert", "tflm"), default="litert",
-                        help=".tflite models: run in LiteRT (default) or TensorFlow Lite Micro "
-                        "(the MCU kernels, slower)")
+    add_tflite_runtime_argument(parser)
     parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
                         help="form of a checkpoint to run (default: qat for QAT checkpoints, else float)")
     parser.add_argument("--device-ids", type=Path, default=None,

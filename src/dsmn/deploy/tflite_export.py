@@ -31,7 +31,7 @@ from dsmn.models import split_logits
 REFERENCE_MODEL = "dcase2022_baseline"  # its memory is printed beside every exported model's
 OUTPUT_MARGIN = 1.25  # the logits' int8 range: the observed range on the check clips, widened by this factor
 TFLM_HINT = ("; LiteRT agrees, so the file is right, but TFLM's reference kernels requantise with TFLite's "
-             "fixed-point double rounding, which is one step off the QAT simulation on about 1 % of values, and "
+             "fixed-point double rounding, one step off the QAT simulation on up to a few % of values, and "
              "this network amplifies such steps (docs/edge.md, 'TFLM and the QAT simulation'); "
              "--min-agreement writes it anyway")
 TFLM_CHECK_CLIPS = 200  # TFLM runs portable reference kernels (~0.1 s per model1 clip on a PC): a subset
@@ -43,6 +43,15 @@ class RuntimeCheck:
     clips: int
     agreement: float
     max_logit_difference: float
+    accuracy: float | None = None  # scene accuracy on the checked clips, when their labels are known ...
+    reference_accuracy: float | None = None  # ... and the QAT model's on the same clips
+
+    def format(self) -> str:
+        line = (f"  check in {self.runtime} on {self.clips} real clips: top-1 agreement with the QAT model "
+                f"{self.agreement:.2%}, max |logit difference| {self.max_logit_difference:.4g}")
+        if self.accuracy is not None:
+            line += f"; accuracy {self.accuracy:.2%} (QAT model on the same clips {self.reference_accuracy:.2%})"
+        return line
 
 
 @dataclass
@@ -65,10 +74,9 @@ class TfliteExportReport:
     def format(self) -> str:
         lines = [f"exported {self.model_name} (TFLite, int8 weights / activations / int32 biases, "
                  f"{IO_MODES[self.io][0]} input, {IO_MODES[self.io][1]} logits) -> {self.path}"]
-        for c in self.checks:
-            lines.append(f"  check in {c.runtime} on {c.clips} real clips: top-1 agreement with the QAT model "
-                         f"{c.agreement:.2%}, max |logit difference| {c.max_logit_difference:.4g}")
-        lines.append(f"  logits int8 grid: scale {self.output_scale:.4g}, zero point {self.output_zero_point}")
+        lines += [c.format() for c in self.checks]
+        if IO_MODES[self.io][1] == "int8":
+            lines.append(f"  logits int8 grid: scale {self.output_scale:.4g}, zero point {self.output_zero_point}")
         if self.calibrated_clips:
             lines.append(f"  post-training quantisation: observers calibrated on {self.calibrated_clips} clips")
         if self.memory is not None:
@@ -129,10 +137,11 @@ def with_reference(memory: MemoryReport) -> MemoryReport:
 
 
 def check(path: Path, runtime: str, network: torch.nn.Module, inputs: Sequence[torch.Tensor],
-          limit: int | None = None) -> RuntimeCheck:
-    """Top-1 agreement and max |logit difference| of the file in `runtime` against `network`."""
+          limit: int | None = None, labels: np.ndarray | None = None) -> RuntimeCheck:
+    """Top-1 agreement and max |logit difference| of the file in `runtime` against `network`, and
+    both one's scene accuracy where the inputs' `labels` are given."""
     classifier = TfliteClassifier(path, runtime)
-    agree = count = 0
+    agree = count = right = reference_right = 0
     worst = 0.0
     network.eval()
     for x in inputs:
@@ -141,12 +150,19 @@ def check(path: Path, runtime: str, network: torch.nn.Module, inputs: Sequence[t
         if limit is not None:
             x = x[: limit - count]
         with torch.no_grad():
-            expected = network(x).numpy()
-        got = classifier.logits(x.numpy())
-        agree += int((split_logits(got)[0].argmax(1) == split_logits(expected)[0].argmax(1)).sum())
+            reference = network(x).numpy()
+        logits = classifier.logits(x.numpy())
+        got, expected = split_logits(logits)[0].argmax(1), split_logits(reference)[0].argmax(1)
+        agree += int((got == expected).sum())
+        if labels is not None:
+            truth = labels[count : count + len(x)]
+            right, reference_right = right + int((got == truth).sum()), reference_right + int((expected == truth).sum())
         count += len(x)
-        worst = max(worst, float(np.abs(got - expected).max()))
-    return RuntimeCheck(runtime, count, agree / max(count, 1), worst)
+        worst = max(worst, float(np.abs(logits - reference).max()))
+    result = RuntimeCheck(runtime, count, agree / max(count, 1), worst)
+    if labels is not None:
+        result.accuracy, result.reference_accuracy = right / max(count, 1), reference_right / max(count, 1)
+    return result
 
 
 def export_tflite(
@@ -157,9 +173,11 @@ def export_tflite(
     calibration: Sequence[torch.Tensor] | None = None,
     min_agreement: float = MIN_AGREEMENT,
     tflm_clips: int = TFLM_CHECK_CLIPS,
+    check_labels: np.ndarray | None = None,
 ) -> TfliteExportReport:
     """Write `out` after checking it in LiteRT (all clips) and TFLM (`tflm_clips`); raises
-    ExportCheckError and writes nothing if agreement is below `min_agreement`."""
+    ExportCheckError and writes nothing if agreement is below `min_agreement`. `check_labels` (the
+    scene of each check input) adds both models' accuracy to the report."""
     if io not in IO_MODES:
         raise ValueError(f"io must be one of {', '.join(IO_MODES)}, got {io!r}")
     if not check_inputs:
@@ -177,8 +195,8 @@ def export_tflite(
     temporary.write_bytes(data)
     try:
         report = TfliteExportReport(str(out), trained.model_name, io, scale, zero, calibrated_clips=calibrated)
-        report.checks = [check(temporary, "litert", network, check_inputs),
-                         check(temporary, "tflm", network, check_inputs, tflm_clips)]
+        report.checks = [check(temporary, "litert", network, check_inputs, labels=check_labels),
+                         check(temporary, "tflm", network, check_inputs, tflm_clips, labels=check_labels)]
         failed = [c for c in report.checks if c.agreement < min_agreement]
         report.memory = with_reference(memory_report(temporary))
         report.memory.path = str(out)
