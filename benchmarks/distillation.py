@@ -16,7 +16,7 @@ when the script runs again with the same OUT, and a run cut short resumes from i
 
     python benchmarks/distillation.py --out OUT [--size tiny|demo] [--data DIR] [--device cpu|cuda]
         [--jobs K] [--seeds 0 1] [--teachers 2] [--epochs 10] [--teacher-epochs 10]
-        [--variants baseline kd freq-mixstyle dir] [--set key=value ...]
+        [--variants baseline kd freq-mixstyle dir kd:0.5] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -91,12 +91,28 @@ def train_teacher(index: int, a: argparse.Namespace, data: Path, out: Path) -> d
     return result
 
 
+def variant_name(text: str) -> str:
+    technique, colon, setting = text.partition(":")
+    if technique not in VARIANTS or (colon and technique != "kd"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one of {', '.join(VARIANTS)} or kd:LAMBDA")
+    if colon:
+        try:
+            if not 0.0 <= float(setting) <= 1.0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: LAMBDA must be a number in [0, 1]") from None
+    return text
+
+
 def train_student(variant: str, seed: int, a: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
     run = out / "students" / f"{variant}-seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
+    technique, _, setting = variant.partition(":")  # kd:0.5 = KD with kd_lambda 0.5
     flags = {"baseline": [], "kd": ["--teacher", str(out / "teacher.tsv")],
              "freq-mixstyle": ["--set", "freq_mixstyle.enabled=true"],
-             "dir": ["--set", "device_ir.enabled=true", "--set", f"device_ir.folder={out / 'irs'}"]}[variant]
+             "dir": ["--set", "device_ir.enabled=true", "--set", f"device_ir.folder={out / 'irs'}"]}[technique]
+    if setting:
+        flags = [*flags, "--set", f"distillation.kd_lambda={float(setting)}"]
     seconds = None
     if not trained(run, a.epochs):
         seconds = dsmn("train", "--data", str(data), "--model", "model1", "--config", "demo", "--seed", str(seed),
@@ -189,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="teacher network(s); teacher i is the (i mod count)-th (mixed-family ensembles)")
     parser.add_argument("--epochs", type=int, default=10, help="student epochs (demo recipe)")
     parser.add_argument("--teacher-epochs", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", type=variant_name, default=list(VARIANTS),
+                        help=f"{', '.join(VARIANTS)}; kd:LAMBDA distils with kd_lambda LAMBDA (default 0.02)")
     parser.add_argument("--set", action="append", default=[], help="config override for every training run")
     a = parser.parse_args(argv)
     if a.teachers < 1 or "baseline" not in a.variants:
