@@ -171,6 +171,27 @@ def test_observer_state_round_trips_through_state_dict() -> None:
         QATConfig.from_dict({"start_epock": 3})
 
 
+def test_stochastic_rounding_is_unbiased_on_the_grid_and_off_in_evaluation() -> None:
+    """qat.stochastic_rounding: in training each value goes to one of its two neighbouring steps, with
+    probability by distance (so the mean is kept); evaluation (and so export) rounds to nearest."""
+    torch.manual_seed(0)
+    quantizer = ActivationQuantizer(momentum=1.0, stochastic_rounding=True)
+    quantizer.train()
+    quantizer(torch.tensor([0.0, 2.55]))  # observe: scale 0.01, zero point 0
+    quantizer.observer_enabled = False
+    x = torch.full((20000,), 0.503)  # 50.3 steps
+    out = quantizer(x) / quantizer.scale
+    assert set(torch.round(out).unique().tolist()) == {50.0, 51.0}
+    assert torch.allclose(out, torch.round(out), atol=1e-4)  # on the grid
+    assert abs(float((out == 51).float().mean()) - 0.3) < 0.02  # P(up) = distance to the lower step
+    quantizer.eval()
+    assert torch.equal(quantizer(x) / quantizer.scale, torch.full_like(x, 50.0))
+    config = QATConfig.recipe(stochastic_rounding=True)
+    qat = prepare_qat(models.create("model1"), config)
+    assert all(m.stochastic_rounding for m in qat.modules() if isinstance(m, ActivationQuantizer))
+    assert not QATConfig.recipe().stochastic_rounding  # the recipe rounds to nearest
+
+
 def test_frozen_observers_and_batchnorm_stop_changing() -> None:
     qat = prepare_qat(models.create("model1")).train()
     qat(torch.randn(4, 2, 256, 44))

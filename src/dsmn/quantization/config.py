@@ -22,6 +22,12 @@ class QATConfig:
     `observer_momentum`: weight of the newest batch in the moving-average min/max.
     `freeze_observers_epoch` / `freeze_bn_epoch`: from these epochs the activation ranges / the
     BatchNorm running statistics stop changing (None: never).
+    `stochastic_rounding`: in training, round each fake-quantised activation up or down at random
+    (probability by distance) instead of to the nearest step. Off in the recipe. On, the network
+    sees one-step rounding differences while it trains, so BatchNorm can no longer divide a channel
+    that is constant on the int8 grid by a near-zero deviation: the trained network stops
+    amplifying one-step differences, the ones by which TFLM's integer kernels depart from the
+    simulation (docs/edge.md). Evaluation and export round to nearest either way.
     """
 
     enabled: bool
@@ -30,6 +36,7 @@ class QATConfig:
     observer_momentum: float
     freeze_observers_epoch: int | None
     freeze_bn_epoch: int | None
+    stochastic_rounding: bool
 
     @classmethod
     def recipe(cls, **changes: Any) -> QATConfig:

@@ -107,7 +107,7 @@ def prepare_qat(model: nn.Module, config: QATConfig | None = None) -> nn.Module:
     _fold_convolutions(graph, modules, quant, kept_float)
     _fold_linears(graph, modules, quant)
     _replace_global_means(graph)
-    _insert_activation_quantizers(graph, modules, quant, config.observer_momentum)
+    _insert_activation_quantizers(graph, modules, quant, config.observer_momentum, config.stochastic_rounding)
     graph.lint()
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), None)
     if device is not None:  # new observers and folded layers live where the network does (a CUDA run)
@@ -327,7 +327,7 @@ def is_data_movement(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _insert_activation_quantizers(
-    graph: fx.Graph, modules: dict[str, nn.Module], quant: nn.ModuleDict, momentum: float
+    graph: fx.Graph, modules: dict[str, nn.Module], quant: nn.ModuleDict, momentum: float, stochastic: bool
 ) -> None:
     tensors = tensor_nodes(graph)
     output = next(n for n in graph.nodes if n.op == "output")
@@ -342,7 +342,8 @@ def _insert_activation_quantizers(
         base = node.target if node.op == "call_module" else node.name
         if isinstance(base, str) and base.startswith(QUANT_PREFIX + "."):
             base = base[len(QUANT_PREFIX) + 1 :]
-        target = _register(quant, f"{base}_out" if node.op != "placeholder" else "input", ActivationQuantizer(momentum))
+        name = f"{base}_out" if node.op != "placeholder" else "input"
+        target = _register(quant, name, ActivationQuantizer(momentum, stochastic))
         with graph.inserting_after(node):
             quantized = graph.call_module(target, (node,))
         node.replace_all_uses_with(quantized, delete_user_cb=lambda user, q=quantized: user is not q)

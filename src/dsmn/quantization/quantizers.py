@@ -117,9 +117,10 @@ class ActivationQuantizer(nn.Module):
     forward) that travel in the state_dict through `get_extra_state`.
     """
 
-    def __init__(self, momentum: float = 0.01) -> None:
+    def __init__(self, momentum: float = 0.01, stochastic_rounding: bool = False) -> None:
         super().__init__()
         self.momentum = momentum
+        self.stochastic_rounding = stochastic_rounding  # training only: see QATConfig
         self.register_buffer("min_val", torch.tensor(0.0))
         self.register_buffer("max_val", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
@@ -134,6 +135,8 @@ class ActivationQuantizer(nn.Module):
             self.observe(x)
         if not (self.fake_quant_enabled and self.observed):
             return x
+        if self.stochastic_rounding and self.training:  # rounding x + u, u uniform in +-half a step
+            x = x + (torch.rand_like(x) - 0.5) * self.scale.to(x.dtype)
         return fake_quantize_activation(x, self.scale, self.zero_point)
 
     @torch.no_grad()
@@ -159,12 +162,14 @@ class ActivationQuantizer(nn.Module):
             "observed": self.observed,
             "fake_quant_enabled": self.fake_quant_enabled,
             "observer_enabled": self.observer_enabled,
+            "stochastic_rounding": self.stochastic_rounding,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.observed = bool(state.get("observed", False))
         self.fake_quant_enabled = bool(state.get("fake_quant_enabled", True))
         self.observer_enabled = bool(state.get("observer_enabled", True))
+        self.stochastic_rounding = bool(state.get("stochastic_rounding", False))
 
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}, observed={self.observed}, scale={float(self.scale):.3g}"
