@@ -105,7 +105,7 @@ def variant_name(text: str) -> str:
 
 
 def train_student(variant: str, seed: int, a: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
-    run = out / "students" / f"{variant}-seed{seed}"
+    run = out / "students" / f"{variant.replace(':', '-lambda')}-seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     technique, _, setting = variant.partition(":")  # kd:0.5 = KD with kd_lambda 0.5
     flags = {"baseline": [], "kd": ["--teacher", str(out / "teacher.tsv")],

@@ -249,7 +249,9 @@ def start_run(config: TrainConfig, data: Path, run_dir: Path, dist: Distributed,
     if state is not None:  # the saved configuration, with what the command line changes on top
         config = config_from_dict(deep_merge(state["config"], overrides))
         config.check_trainable()
-        changes = recipe_changes(state["config"], config.to_dict())
+        # the saved settings read through today's schema: a key a newer dsmn added, at its recipe
+        # value, is no change (a run from before qat.stochastic_rounding existed resumes as it was)
+        changes = recipe_changes(config_from_dict(state["config"]).to_dict(), config.to_dict())
         extended = [c for c in changes if c.split(" ", 1)[0] in RESUME_EXTENSIONS]
     if config.threads:
         torch.set_num_threads(config.threads)
