@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(results),
         "",
-        f"Wall time: {wall_s:.0f} s in all (data {data_s:.0f} s, seeds {seeds_s:.0f} s); per seed: " + "; ".join(
+        f"Wall time of this invocation (a stage finished by an earlier, interrupted one is reused and counts "
+        f"only its reuse): {wall_s:.0f} s in all (data {data_s:.0f} s, seeds {seeds_s:.0f} s); per seed: " + "; ".join(
             f"seed {r['seed']}: general {r['timings']['general_s']:.0f} s, fine-tuning "
             f"{r['timings']['finetune_s']:.0f} s, evaluation {r['timings']['evaluate_s']:.0f} s" for r in results),
     ])
