@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     started = time.perf_counter()
     budget = families.budget_from(args)
+    budget.overrides["seed"] = args.seed  # the training seed too, not only the data's
     for model in args.models:
         budget.train_config(model)  # an unknown model or a bad override fails before any work
     args.out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ def test_two_models_in_parallel_give_one_tau20_table(tiny_tau20: Path, tmp_path:
         assert "onnx_accuracy" in row and row["onnx_check_clips"] == 50  # every 4th clip, ten windows each
         assert row["train_clips"] == 16  # the same budget: 2 batches of 8 windows
         assert row["budget"]["overrides"]["data"]["windows_per_clip"] == 2
+        assert row["budget"]["overrides"]["seed"] == 0  # --seed is the training seed as well as the data's
     table = (out / "compare_tau20.md").read_text()
     assert "| model1 | dsmn | 45,164 | 45,164 | 8.65 M | 86.5 M |" in table
     assert "MACs / 10 s" in table and "1-s window acc" in table
