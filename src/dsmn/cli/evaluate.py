@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dsmn.cli.options import add_tflite_runtime_argument
+from dsmn.cli.options import MODEL_KINDS, add_tflite_runtime_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="fold1_evaluate",
                         help="fold1_evaluate / evaluate (default), fold1_train / train, fold1_test, split25 ...")
     add_tflite_runtime_argument(parser)
-    parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
-                        help="which form of a checkpoint to evaluate (default: qat for QAT checkpoints, else float)")
+    parser.add_argument("--model-kind", choices=MODEL_KINDS, default=None,
+                        help="which form of a checkpoint to evaluate (default: qat for QAT checkpoints, else float; "
+                        "qat-tflite: the QAT network in TFLite's fixed-point integer arithmetic, what TFLM "
+                        "computes from the .tflite export)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default DATA/.dsmn_cache)")
     parser.add_argument("--json", action="store_true", help="print the summary JSON to stdout")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+# the forms of a checkpoint of dsmn.deploy.inference.MODEL_KINDS (qat-tflite: the QAT network in TFLite's
+# fixed-point integer arithmetic, which TFLM and CMSIS-NN compute)
+MODEL_KINDS = ("float", "qat", "qat-tflite", "int8", "fp32")
+
 # the runtimes of dsmn.deploy.tflite_runtime.RUNTIMES, LiteRT first (the default)
 TFLITE_RUNTIMES = ("litert", "tflm", "litert-reference")
 

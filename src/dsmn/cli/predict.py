@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from dsmn.cli.options import add_tflite_runtime_argument
+from dsmn.cli.options import MODEL_KINDS, add_tflite_runtime_argument
 from dsmn.errors import UserError
 
 
@@ -38,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--windows", action="store_true", help="also write one row per 1-s window (FILE#wK)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per network call")
     add_tflite_runtime_argument(parser)
-    parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
-                        help="form of a checkpoint to run (default: qat for QAT checkpoints, else float)")
+    parser.add_argument("--model-kind", choices=MODEL_KINDS, default=None,
+                        help="form of a checkpoint to run (default: qat for QAT checkpoints, else float; "
+                        "qat-tflite: the QAT network in TFLite's fixed-point integer arithmetic, what TFLM "
+                        "computes from the .tflite export)")
     parser.add_argument("--device-ids", type=Path, default=None,
                         help="bundles: CSV filename,device_id giving each file's recording device (else from its TAU "
                         "name, else unknown -> the general model); output gains device_id and model columns")

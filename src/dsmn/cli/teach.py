@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsmn.cli.options import MODEL_KINDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="teacher table to write (.tsv)")
     parser.add_argument("--split", default="train", help="split to label (default: train)")
-    parser.add_argument("--model-kind", choices=("float", "qat", "int8", "fp32"), default=None,
+    parser.add_argument("--model-kind", choices=MODEL_KINDS, default=None,
                         help="form of checkpoint members (default: qat for QAT checkpoints, else float)")
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default DATA/.dsmn_cache)")
     parser.set_defaults(func=run)

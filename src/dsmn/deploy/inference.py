@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from dsmn.deploy.metadata import InputRecipe
-from dsmn.deploy.onnx_export import export_onnx
+from dsmn.deploy.onnx_export import export_onnx, input_shape
 from dsmn.deploy.runtime import OnnxClassifier
+from dsmn.deploy.tflite_arithmetic import TfliteArithmetic
 from dsmn.deploy.trained import TrainedModel, load_trained
 
-MODEL_KINDS = ("float", "qat", "int8", "fp32")
+MODEL_KINDS = ("float", "qat", "qat-tflite", "int8", "fp32")
 TORCH_CHUNK = 32  # clips per forward pass of a torch network (see _torch_logits)
 
 
@@ -87,9 +88,12 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
     if kind == "float":
         network = trained.float_model.to(device)
         return LoadedModel(kind, trained.model_name, recipe, _torch_logits(network), trained.path, trained)
-    if kind == "qat":
+    if kind in ("qat", "qat-tflite"):
         if not trained.is_qat:
             raise ValueError(f"{trained.path} was trained without QAT: use --model-kind float (or int8)")
+        if kind == "qat-tflite":  # what TFLM computes from the .tflite export, without a .tflite file
+            network = TfliteArithmetic(trained.model, torch.zeros(input_shape(trained, 1)))
+            return LoadedModel(kind, trained.model_name, recipe, _chunked(network), trained.path, trained)
         return LoadedModel(kind, trained.model_name, recipe, _torch_logits(trained.model), trained.path, trained)
     if kind in ("int8", "fp32"):
         if kind == "int8" and not trained.is_qat:
@@ -101,6 +105,14 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
         return LoadedModel(kind, trained.model_name, classifier.recipe, lambda x: classifier.logits(x.numpy()),
                            onnx_path, trained)
     raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def _chunked(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callable[[torch.Tensor], np.ndarray]:
+    def run(x: torch.Tensor) -> np.ndarray:
+        parts = [network(x[start : start + chunk]).numpy() for start in range(0, len(x), chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    return run
 
 
 def _load_tflite(path: Path, kind: str | None, runtime: str) -> LoadedModel:

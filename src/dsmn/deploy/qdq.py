@@ -60,6 +60,23 @@ def _weight_axis(node: onnx.NodeProto) -> int:
     return 0  # Conv: (out, in/groups, *kernel)
 
 
+def int8_weight(weight: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The stored int8 weight and its float32 scales, one per index of `axis` (symmetric, 7-bit grid)."""
+    moved = np.moveaxis(weight, axis, 0)
+    scale = np.maximum(np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1) / WEIGHT_QMAX, MIN_SCALE)
+    scale = scale.astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return np.clip(np.rint(weight / scale.reshape(shape)), WEIGHT_QMIN, WEIGHT_QMAX).astype(np.int8), scale
+
+
+def int32_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored int32 bias and its float32 scales (input scale x weight scale per output channel)."""
+    bias_scale = (float(input_scale) * weight_scale.astype(np.float64)).astype(np.float32)
+    levels = np.clip(np.rint(bias.astype(np.float64) / bias_scale), -(2**31), 2**31 - 1)
+    return levels.astype(np.int32), bias_scale
+
+
 def quantize_initializers(model: onnx.ModelProto) -> int:
     """Rewrite float weights of DQ-fed Conv / Gemm nodes as int8 + DequantizeLinear; returns the count."""
     g = Graph(model)
@@ -79,12 +96,7 @@ def quantize_initializers(model: onnx.ModelProto) -> int:
             continue
         w = numpy_helper.to_array(weight).astype(np.float32)
         axis = _weight_axis(node)
-        moved = np.moveaxis(w, axis, 0)
-        scale = np.maximum(np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1) / WEIGHT_QMAX, MIN_SCALE)
-        scale = scale.astype(np.float32)
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        q = np.clip(np.rint(w / scale.reshape(shape)), WEIGHT_QMIN, WEIGHT_QMAX).astype(np.int8)
+        q, scale = int8_weight(w, axis)
         base = f"{node.name or node.output[0]}.weight"
         q_name = g.add_initializer(q, f"{base}_quantized")
         s_name = g.add_initializer(scale, f"{base}_scale")
@@ -97,8 +109,7 @@ def quantize_initializers(model: onnx.ModelProto) -> int:
         if bias is not None:
             b = numpy_helper.to_array(bias).astype(np.float64)
             if b.ndim == 1 and b.shape[0] == scale.shape[0]:
-                bias_scale = (float(input_scale.reshape(-1)[0]) * scale.astype(np.float64)).astype(np.float32)
-                q_bias = np.clip(np.rint(b / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
+                q_bias, bias_scale = int32_bias(b, float(input_scale.reshape(-1)[0]), scale)
                 bias_base = f"{node.name or node.output[0]}.bias"
                 qb = g.add_initializer(q_bias, f"{bias_base}_quantized")
                 sb = g.add_initializer(bias_scale, f"{bias_base}_scale")
