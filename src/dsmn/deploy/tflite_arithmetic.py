@@ -12,8 +12,8 @@ changes. Both are exact integer programs; they are simply different ones.
 `TfliteArithmetic` evaluates the QAT network's deployed form (the very network the .tflite file is
 written from: same int8 weights, int32 biases and activation grids) with TFLite's integer rules for
 every int8 operator the converter emits: convolutions and fully connected layers, ADD, MUL, MEAN,
-REDUCE_MAX, requantisation (QUANTIZE, and the inputs of CONCATENATION), and the float island of the
-ECA gates' sigmoid. The export checks TFLM against it, LiteRT (XNNPACK) against the plain QAT
+REDUCE_MAX, requantisation (the inputs of CONCATENATION, and wherever a value changes grid), and the
+float island of the ECA gates' sigmoid. The export checks TFLM against it, LiteRT (XNNPACK) against the plain QAT
 simulation: each runtime against the QAT network in that runtime's own arithmetic.
 
 The rules follow TFLite's kernel sources (quantization_util, integer_ops, reduce); the code is
@@ -92,11 +92,23 @@ class Grid:
         return ((q - self.zero).double() * self.scale).float()
 
 
-def _requantize(levels: torch.Tensor, source: Grid, target: Grid) -> torch.Tensor:
+def add_levels(a: torch.Tensor, grid_a: Grid, b: torch.Tensor, grid_b: Grid, out: Grid) -> torch.Tensor:
+    """TFLite's int8 ADD: both inputs scaled by 2^20 and onto a common scale, summed, rescaled (three
+    roundings, the first two far below one output step)."""
+    twice_max = 2.0 * max(np.float64(grid_a.scale), np.float64(grid_b.scale))
+    total = sum(multiply_by_quantized_multiplier(levels * (1 << ADD_LEFT_SHIFT),
+                                                 *quantize_multiplier(np.float64(grid.scale) / twice_max))
+                for levels, grid in ((a, grid_a), (b, grid_b)))
+    real = twice_max / ((1 << ADD_LEFT_SHIFT) * np.float64(out.scale))
+    return multiply_by_quantized_multiplier(total, *quantize_multiplier(real))
+
+
+def requantize_levels(levels: torch.Tensor, source: Grid, target: Grid) -> torch.Tensor:
+    """An int8 tensor moved onto another grid. The converter writes that as an ADD of a zero constant
+    (dsmn.deploy.tflite_convert: XNNPACK's QUANTIZE rounds coarsely), so it is an ADD here too."""
     if source == target:
         return levels
-    multiplier, shift = quantize_multiplier(np.float64(source.scale) / np.float64(target.scale))
-    return multiply_by_quantized_multiplier(levels, multiplier, shift)
+    return add_levels(levels, source, torch.zeros_like(levels), source, target)
 
 
 def _is_call(node: fx.Node, functions: set, methods: set) -> bool:
@@ -162,9 +174,9 @@ class _Interpreter(fx.Interpreter):
         if self.is_relu(producer):
             lower, producer = out.zero, producer.args[0]  # a fused ReLU clamps at the zero point
         keeps_grid = _is_call(producer, *_MAX) and producer.args[0] in self.grids
-        if producer in self.grids or keeps_grid:  # QUANTIZE int8 -> int8 (or the same grid: nothing)
+        if producer in self.grids or keeps_grid:  # requantisation (or the same grid: nothing)
             source = self.grids[producer.args[0] if keeps_grid else producer]
-            return out.value(_requantize(source.levels(self.env[producer]), source, out), lower)
+            return out.value(requantize_levels(source.levels(self.env[producer]), source, out), lower)
         module = self.modules.get(producer.target) if producer.op == "call_module" else None
         if isinstance(module, DeployedConv | DeployedLinear):
             levels = self.weighted(producer, module, out)
@@ -229,17 +241,11 @@ class _Interpreter(fx.Interpreter):
         return multiply_by_quantized_multiplier(acc, *quantize_multiplier(real))
 
     def add(self, node: fx.Node, out: Grid) -> torch.Tensor | None:
-        """ADD: both inputs scaled by 2^20 and onto a common scale, summed, rescaled (three roundings)."""
         operands = self.operands(node)
         if operands is None or len(operands) != 2:
             return None
         (a, ga), (b, gb) = operands
-        twice_max = 2.0 * max(np.float64(ga.scale), np.float64(gb.scale))
-        total = sum(multiply_by_quantized_multiplier(levels * (1 << ADD_LEFT_SHIFT),
-                                                     *quantize_multiplier(np.float64(g.scale) / twice_max))
-                    for levels, g in ((a, ga), (b, gb)))
-        real = twice_max / ((1 << ADD_LEFT_SHIFT) * np.float64(out.scale))
-        return multiply_by_quantized_multiplier(total, *quantize_multiplier(real))
+        return add_levels(a, ga, b, gb, out)
 
     def mul(self, node: fx.Node, out: Grid) -> torch.Tensor | None:
         """MUL: the product of the two inputs' levels, rescaled once."""
@@ -272,12 +278,12 @@ class _Interpreter(fx.Interpreter):
         return multiply_by_quantized_multiplier(total, multiplier, shift - bits)
 
     def cat(self, node: fx.Node, out: Grid) -> torch.Tensor | None:
-        """CONCATENATION: each input requantised (QUANTIZE) onto the output grid, then joined."""
+        """CONCATENATION: each input requantised onto the output grid, then joined."""
         tensors = node.args[0]
         if not isinstance(tensors, list | tuple) or not all(t in self.grids for t in tensors):
             return None
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        parts = [_requantize(self.grids[t].levels(self.env[t]), self.grids[t], out) for t in tensors]
+        parts = [requantize_levels(self.grids[t].levels(self.env[t]), self.grids[t], out) for t in tensors]
         return torch.cat(parts, dim=dim)
 
     def sigmoid(self, node: fx.Node, out: Grid) -> torch.Tensor | None:
@@ -287,7 +293,7 @@ class _Interpreter(fx.Interpreter):
             return None
         (x, grid), = operands
         y = torch.sigmoid(x.float() * np.float32(grid.scale))
-        ratio = y / np.float32(out.scale)
+        ratio = (y / np.float32(out.scale)).double()  # divided in float32, rounded exactly in float64
         return (torch.sign(ratio) * torch.floor(ratio.abs() + 0.5)).long()
 
 
