@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="store grouped 1x1 convolutions grouped (fewest bytes) instead of dense (fastest)")
     parser.add_argument("--no-check", action="store_true", help="skip the check on real clips (not recommended)")
     parser.add_argument("--min-agreement", type=float, default=0.99,
-                        help="top-1 agreement with the trained model below which nothing is written (default "
-                        "0.99); lower it only knowingly, e.g. for TFLM (see docs/edge.md)")
+                        help="top-1 agreement with the trained model (in each runtime's own integer arithmetic) "
+                        "below which nothing is written (default 0.99); lower it only knowingly")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 

@@ -23,11 +23,10 @@ class QATConfig:
     `freeze_observers_epoch` / `freeze_bn_epoch`: from these epochs the activation ranges / the
     BatchNorm running statistics stop changing (None: never).
     `stochastic_rounding`: in training, round each fake-quantised activation up or down at random
-    (probability by distance) instead of to the nearest step. Off in the recipe. On, the network
-    sees one-step rounding differences while it trains, so BatchNorm can no longer divide a channel
-    that is constant on the int8 grid by a near-zero deviation: the trained network stops
-    amplifying one-step differences, the ones by which TFLM's integer kernels depart from the
-    simulation (docs/edge.md). Evaluation and export round to nearest either way.
+    (probability by distance) instead of to the nearest step. Off in the recipe. Meant to keep the
+    network from amplifying one-step differences (by which TFLM's fixed-point kernels depart from
+    the single-rounding simulation); measured, it did not, and cost accuracy (docs/edge.md): an
+    experiment, not a recommendation. Evaluation and export round to nearest either way.
     """
 
     enabled: bool
