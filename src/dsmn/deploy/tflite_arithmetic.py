@@ -192,9 +192,12 @@ class _Interpreter(fx.Interpreter):
             levels = self.sigmoid(producer, out)
         else:
             levels = None
+        if levels is None and self.reads_graph_input(producer):
+            # the features as the caller quantises them for the int8 input: round(x / scale), half to
+            # even, divided in float32 (dsmn.deploy.tflite_runtime; the C recipe in docs/edge.md)
+            levels = torch.round(self.env[producer].float() / np.float32(out.scale)).long()
         if levels is None:
-            if producer.op != "placeholder" and not self.reads_graph_input(producer):
-                self.float_rounded.add(str(producer.target))
+            self.float_rounded.add(str(producer.target))
             return None
         return out.value(levels, lower)
 
