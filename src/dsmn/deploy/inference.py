@@ -93,7 +93,8 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
             raise ValueError(f"{trained.path} was trained without QAT: use --model-kind float (or int8)")
         if kind == "qat-tflite":  # what TFLM computes from the .tflite export, without a .tflite file
             network = TfliteArithmetic(trained.model, torch.zeros(input_shape(trained, 1)))
-            return LoadedModel(kind, trained.model_name, recipe, _chunked(network), trained.path, trained)
+            return LoadedModel(kind, trained.model_name, recipe, lambda x: network(x).numpy(), trained.path,
+                               trained)
         return LoadedModel(kind, trained.model_name, recipe, _torch_logits(trained.model), trained.path, trained)
     if kind in ("int8", "fp32"):
         if kind == "int8" and not trained.is_qat:
@@ -105,14 +106,6 @@ def load_for_inference(path: str | Path, kind: str | None = None, workdir: Path 
         return LoadedModel(kind, trained.model_name, classifier.recipe, lambda x: classifier.logits(x.numpy()),
                            onnx_path, trained)
     raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
-
-
-def _chunked(network: torch.nn.Module, chunk: int = TORCH_CHUNK) -> Callable[[torch.Tensor], np.ndarray]:
-    def run(x: torch.Tensor) -> np.ndarray:
-        parts = [network(x[start : start + chunk]).numpy() for start in range(0, len(x), chunk)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-    return run
 
 
 def _load_tflite(path: Path, kind: str | None, runtime: str) -> LoadedModel:
